@@ -1,0 +1,17 @@
+"""gearsight: from folders of real photos to a CNN that is trained, measured, saved and served.
+
+Pipeline, one folder a stage: data (decode, sources, pack, transforms, loader) -> models -> train
+-> evaluate / predict -> export -> serve; detect holds the object-detection counterpart.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "load"]
+
+
+def load(path):  # -> gearsight.predict.Classifier
+    """Load a saved model file (``.safetensors``, no pickle) as a Classifier with ``.predict``."""
+    from gearsight.predict import Classifier
+
+    return Classifier.load(path)

@@ -1,0 +1,105 @@
+"""Safe, self-describing model files.
+
+A model file is one ``.safetensors`` file: the weights as plain tensors plus a JSON header entry
+``gearsight`` that says how to rebuild and feed the network (architecture name and config, class
+names, input size, resize mode, normalization). Loading parses JSON and raw tensors only, so a
+model file from a stranger cannot run code (unlike ``torch.load`` of a pickle).
+
+Training checkpoints for ``--resume`` (optimizer, scheduler, epoch, args) are separate
+``torch.save`` files loaded with ``weights_only=True``, which also refuses arbitrary objects.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT = "gearsight-model"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a model and preprocess its input exactly as in training."""
+
+    arch: str
+    arch_config: dict[str, Any]
+    classes: list[str]
+    input_size: int  # square side, pixels
+    resize: str = "pad"  # see gearsight.data.resize.fit_square
+    pad_fill: int = 255
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # on 0..1 pixel scale
+    std: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
+    extra: dict[str, Any] = field(default_factory=dict)  # provenance: metrics, data, git, ...
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "<model>") -> "ModelSpec":
+        try:
+            meta = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{source}: the gearsight header is not valid JSON ({exc})") from None
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{source}: not a gearsight model file (format={meta.get('format')!r})")
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(f"{source}: model format {meta['format_version']} is newer than this gearsight")
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in meta.items() if k in known})
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(tmp_path)`` then rename: a crash never leaves a half-written file at ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_model(path: str | os.PathLike, model, spec: ModelSpec) -> None:
+    """Write weights + spec to ``path`` atomically."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"gearsight": spec.to_json()}))
+
+
+def read_spec(path: str | os.PathLike) -> ModelSpec:
+    """The spec alone, without loading weights (numpy-free: reads the safetensors JSON header)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path}: too short to be a model file")
+        n = int.from_bytes(head, "little")
+        if n > 100_000_000:
+            raise ValueError(f"{path}: not a safetensors model file (header size {n})")
+        header = json.loads(f.read(n))
+    meta = header.get("__metadata__") or {}
+    if "gearsight" not in meta:
+        raise ValueError(f"{path}: safetensors file without a gearsight header")
+    return ModelSpec.from_json(meta["gearsight"], str(path))
+
+
+def load_model(path: str | os.PathLike):
+    """Rebuild the network from ``path``: returns ``(model in eval mode, spec)``."""
+    from safetensors.torch import load_file
+
+    from gearsight.models import create_model
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    spec = read_spec(path)
+    model = create_model(spec.arch, num_classes=len(spec.classes), **spec.arch_config)
+    model.load_state_dict(load_file(str(path)))
+    return model.eval(), spec

@@ -1,0 +1,1 @@
+"""CLI subcommands: argument parsing only; the work lives in the pipeline modules."""

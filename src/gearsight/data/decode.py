@@ -1,0 +1,129 @@
+"""Bytes or path -> RGB uint8 array, or a DecodeError that names the file and the reason.
+
+Real catalog folders hold every oddity a camera or an editor can write, so each one is handled
+explicitly rather than trusted to ``Image.convert("RGB")``, which gets several of them wrong:
+- EXIF orientation is applied (phones store portraits as rotated landscapes).
+- Transparency (RGBA, LA, palette with a transparent index) is composited on white: catalog photos
+  are cut-outs meant for a white page, and converting RGBA straight to RGB turns the background black.
+- CMYK is converted by Pillow's ICC-less formula (good enough for classification, no colour-managed
+  pipeline is assumed).
+- 16-bit grayscale/RGB (PNG ``I;16``, TIFF ``I;16``/``I``) is scaled to 8 bits, not clipped: Pillow's
+  ``convert("L")`` on ``I;16`` clips everything above 255 to white.
+- Multi-page TIFF and animated GIF/WebP: the first page/frame.
+- A declared size over ``max_pixels`` is refused before the pixels are decoded (decompression bombs).
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+
+#: Refuse images whose declared width*height exceeds this (about 10k x 9k). Our largest real photo
+#: is 436x436; a bigger one is far more likely a bomb or a scan than a catalog photo.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+# Truncated files must raise, not decode into grey padding silently.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class DecodeError(ValueError):
+    """An image that cannot be decoded; ``source`` names the file, ``reason`` says why."""
+
+    def __init__(self, source: str, reason: str):
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+def describe_source(src: ImageSource) -> str:
+    if isinstance(src, (str, os.PathLike)):
+        return str(src)
+    name = getattr(src, "name", None)
+    return str(name) if name else "<bytes>"
+
+
+def _open(src: ImageSource) -> Image.Image:
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        if len(src) == 0:
+            raise DecodeError("<bytes>", "empty (0 bytes)")
+        return Image.open(io.BytesIO(bytes(src)))
+    if isinstance(src, (str, os.PathLike)):
+        path = Path(src)
+        if not path.is_file():
+            raise DecodeError(str(path), "file not found")
+        if path.stat().st_size == 0:
+            raise DecodeError(str(path), "empty file (0 bytes)")
+    return Image.open(src)
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16/32-bit integer and float modes -> 8-bit 'L' by scaling to the type's range."""
+    arr = np.asarray(im)
+    if im.mode.startswith("I;16") or (arr.dtype in (np.uint16, np.int32) and arr.max(initial=0) > 255):
+        # I;16 stores 0..65535; mode 'I' from a 16-bit TIFF/PNG also does. Scale by 257 (65535/255).
+        arr = (arr.astype(np.float64) / 257.0).clip(0, 255).round().astype(np.uint8)
+    elif im.mode == "F":
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        arr = ((arr - lo) * scale).clip(0, 255).round().astype(np.uint8)
+    else:
+        arr = arr.clip(0, 255).astype(np.uint8)
+    return Image.fromarray(arr, mode="L")
+
+
+def _flatten_on_white(im: Image.Image) -> Image.Image:
+    rgba = im.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB, with the rules in the module docstring."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _to_8bit(im).convert("RGB")
+    if im.mode == "P":
+        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+    elif im.mode in ("L", "RGB") and "transparency" in im.info:
+        im = im.convert("RGBA")  # a tRNS colour key in a grey or RGB PNG
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return _flatten_on_white(im)
+    if im.mode != "RGB":
+        im = im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+    return im
+
+
+def decode_image(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode ``src`` (path, bytes or binary file) to an ``H x W x 3`` uint8 RGB array.
+
+    Raises DecodeError naming the source and the reason for anything that is not a readable image.
+    """
+    name = describe_source(src)
+    try:
+        with warnings.catch_warnings():
+            # We enforce our own limit below, so Pillow's bomb warning is noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = _open(src)
+            width, height = im.size
+            if width * height > max_pixels:
+                raise DecodeError(name, f"declared size {width}x{height} exceeds the {max_pixels:,}-pixel limit")
+            if getattr(im, "n_frames", 1) > 1:
+                im.seek(0)
+            im.load()
+            im = ImageOps.exif_transpose(im) or im
+            return np.asarray(to_rgb(im), dtype=np.uint8).copy()
+    except DecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise DecodeError(name, "not an image (unrecognised format)") from None
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(name, f"over the pixel limit: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as exc:
+        # Pillow reports truncation and corrupt streams as OSError/SyntaxError with a useful text.
+        raise DecodeError(name, f"corrupt or truncated image ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,32 @@
+"""Model factory: ``create_model(name, num_classes=..., **config)``.
+
+Every architecture is registered by name so a model file can rebuild it from its JSON header.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str):
+    def deco(fn):
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_model(name: str, num_classes: int, **config) -> nn.Module:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+    return _REGISTRY[name](num_classes=num_classes, **config)
+
+
+from gearsight.models import gearnet  # noqa: E402,F401  (registers its models)

@@ -1,0 +1,57 @@
+"""GearNet: a small conv + pool network for catalog photos at 64 px.
+
+Design (each choice measured on the gear split, 2-core CPU; see docs/BENCHMARKS.md):
+- Patchify stem (2x2 conv, stride 2): the 64 px input carries little detail per pixel, and halving
+  the resolution first cuts the FLOPs of every later layer by 4x. Same idea as airbench's 2x2 stem.
+- Three blocks of conv3x3 -> maxpool2 -> BN -> GELU -> conv3x3 -> BN -> GELU (airbench's block),
+  widths doubling as the resolution halves (32 -> 16 -> 8 -> 4 px): pooling gives translation
+  tolerance cheaply, BN lets one-cycle SGD run at a high learning rate.
+- A residual add around the second conv of each block: free in FLOPs and it steadies early epochs.
+- Global max pool then a linear head: catalog objects are small and centred on white, the
+  strongest local feature anywhere decides the class; max pooling tracked avg pooling or beat it.
+- No dropout: flip + translate augmentation and label smoothing regularise enough for 1.5k images.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from gearsight.models import register_model
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.pool = nn.MaxPool2d(2)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn1(self.pool(self.conv1(x))))
+        return x + self.act(self.bn2(self.conv2(x)))
+
+
+class GearNet(nn.Module):
+    def __init__(self, num_classes: int, widths: tuple[int, ...] = (32, 64, 128), stem: int = 24):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, stem, 2, stride=2, bias=False), nn.BatchNorm2d(stem), nn.GELU())
+        blocks, c = [], stem
+        for w in widths:
+            blocks.append(ConvBlock(c, w))
+            c = w
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(c, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.amax(self.blocks(self.stem(x)), dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@register_model("gearnet")
+def create_gearnet(num_classes: int, widths=(32, 64, 128), stem: int = 24) -> GearNet:
+    return GearNet(num_classes, tuple(widths), stem)

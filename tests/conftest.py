@@ -1,0 +1,38 @@
+"""Shared fixtures. Tests that need ../shared/data skip with the reason when it is absent."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gearsight.data.paths import dataset_dir, shared_data_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def require_dataset(name: str) -> Path:
+    path = dataset_dir(name)
+    if path is None:
+        pytest.skip(f"dataset {name!r} not available: {shared_data_dir() / name} is absent (set GEARSIGHT_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def gear_dir() -> Path:
+    return require_dataset("gear")
+
+
+def run_cli(*args: str, cwd: Path | None = None, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run ``python -m gearsight ARGS`` as a real subprocess and return the completed process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "gearsight", *map(str, args)],
+        cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"gearsight {' '.join(map(str, args))} exited {proc.returncode}\n"
+                             f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+    return proc
