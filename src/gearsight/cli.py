@@ -25,7 +25,7 @@ COMMAND_MODULES = [
 def build_parser() -> argparse.ArgumentParser:
     from gearsight import __version__
 
-    parser = argparse.ArgumentParser(prog="gearsight", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="gearsight", description="From folders of real photos to a trained, measured, saved and served CNN.")
     parser.add_argument("--version", action="version", version=f"gearsight {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:

@@ -11,6 +11,10 @@ explicitly rather than trusted to ``Image.convert("RGB")``, which gets several o
   ``convert("L")`` on ``I;16`` clips everything above 255 to white.
 - Multi-page TIFF and animated GIF/WebP: the first page/frame.
 - A declared size over ``max_pixels`` is refused before the pixels are decoded (decompression bombs).
+  Pillow refuses anything over twice its own ``Image.MAX_IMAGE_PIXELS`` (about 179 M) while opening,
+  so a ``max_pixels`` above that has no effect.
+- Only the photo formats in ``FORMATS`` are opened: Pillow identifies files by content, and its rarer
+  plugins (EPS runs Ghostscript, PSD, FITS, ...) are attack surface a photo folder does not need.
 """
 from __future__ import annotations
 
@@ -28,6 +32,9 @@ ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
 #: Refuse images whose declared width*height exceeds this (about 10k x 9k). Our largest real photo
 #: is 436x436; a bigger one is far more likely a bomb or a scan than a catalog photo.
 DEFAULT_MAX_PIXELS = 89_478_485
+
+#: Pillow format ids we open (a camera JPEG with several pictures opens as MPO through "JPEG").
+FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "DIB", "GIF", "WEBP", "AVIF", "JPEG2000", "PPM")
 
 # Truncated files must raise, not decode into grey padding silently.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -53,29 +60,35 @@ def _open(src: ImageSource) -> Image.Image:
     if isinstance(src, (bytes, bytearray, memoryview)):
         if len(src) == 0:
             raise DecodeError("<bytes>", "empty (0 bytes)")
-        return Image.open(io.BytesIO(bytes(src)))
-    if isinstance(src, (str, os.PathLike)):
+        src = io.BytesIO(bytes(src))
+    elif isinstance(src, (str, os.PathLike)):
         path = Path(src)
-        if not path.is_file():
+        if not path.exists():
             raise DecodeError(str(path), "file not found")
+        if not path.is_file():
+            raise DecodeError(str(path), "not a file")
         if path.stat().st_size == 0:
             raise DecodeError(str(path), "empty file (0 bytes)")
-    return Image.open(src)
+    return Image.open(src, formats=FORMATS)
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:
-    """16/32-bit integer and float modes -> 8-bit 'L' by scaling to the type's range."""
+    """16/32-bit integer and float modes -> 8-bit 'L' by scaling to the data's range.
+
+    I;16 holds 0..65535 and is scaled by 257. Mode 'I' (32-bit) does not say how many bits were used:
+    in practice it holds 16-bit data (scaled the same way) or 8-bit data from ``convert("I")`` (kept),
+    so values within 0..255 are kept and within 0..65535 scaled. Beyond 16 bits, and for float 'F',
+    there is no display convention, so min..max is stretched to 0..255.
+    """
     arr = np.asarray(im)
-    if im.mode.startswith("I;16") or (arr.dtype in (np.uint16, np.int32) and arr.max(initial=0) > 255):
-        # I;16 stores 0..65535; mode 'I' from a 16-bit TIFF/PNG also does. Scale by 257 (65535/255).
-        arr = (arr.astype(np.float64) / 257.0).clip(0, 255).round().astype(np.uint8)
-    elif im.mode == "F":
-        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        arr = ((arr - lo) * scale).clip(0, 255).round().astype(np.uint8)
-    else:
-        arr = arr.clip(0, 255).astype(np.uint8)
-    return Image.fromarray(arr, mode="L")
+    finite = arr[np.isfinite(arr)] if im.mode == "F" else arr
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if im.mode.startswith("I;16") or (im.mode == "I" and 255 < hi <= 65535 and lo >= 0):
+        arr = arr / 257.0
+    elif im.mode == "F" or lo < 0 or hi > 255:
+        arr = np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo)
+        arr = (arr - lo) * (255.0 / (hi - lo) if hi > lo else 0.0)
+    return Image.fromarray(arr.clip(0, 255).round().astype(np.uint8), mode="L")
 
 
 def _flatten_on_white(im: Image.Image) -> Image.Image:
@@ -109,21 +122,19 @@ def decode_image(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.n
         with warnings.catch_warnings():
             # We enforce our own limit below, so Pillow's bomb warning is noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = _open(src)
-            width, height = im.size
-            if width * height > max_pixels:
-                raise DecodeError(name, f"declared size {width}x{height} exceeds the {max_pixels:,}-pixel limit")
-            if getattr(im, "n_frames", 1) > 1:
-                im.seek(0)
-            im.load()
-            im = ImageOps.exif_transpose(im) or im
-            return np.asarray(to_rgb(im), dtype=np.uint8).copy()
+            with _open(src) as im:  # closes files we opened; a multi-frame file stays on frame 0
+                width, height = im.size
+                if width * height > max_pixels:
+                    raise DecodeError(name, f"declared size {width}x{height} exceeds the {max_pixels:,}-pixel limit")
+                im.load()
+                im = ImageOps.exif_transpose(im) or im
+                return np.asarray(to_rgb(im), dtype=np.uint8).copy()
     except DecodeError:
         raise
     except UnidentifiedImageError:
-        raise DecodeError(name, "not an image (unrecognised format)") from None
+        raise DecodeError(name, f"not an image, or not one of the formats read here ({', '.join(FORMATS)})") from None
     except Image.DecompressionBombError as exc:
-        raise DecodeError(name, f"over the pixel limit: {exc}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as exc:
-        # Pillow reports truncation and corrupt streams as OSError/SyntaxError with a useful text.
-        raise DecodeError(name, f"corrupt or truncated image ({type(exc).__name__}: {exc})") from None
+        raise DecodeError(name, f"declared size over the pixel limit ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise OSError, SyntaxError, struct.error, ...
+        kind = "truncated" if "truncated" in str(exc).lower() else "corrupt or unreadable"
+        raise DecodeError(name, f"{kind} ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,60 @@
+"""Training hyperparameters in one place, with their units. Dumped to RUN/config.yaml each run.
+
+Defaults are the gear recipe (64 px catalog photos, 1.5k training images, 2-core CPU); every value
+was chosen by measurement on the gear val split (bench/bench_gear_recipe.py, docs/BENCHMARKS.md).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class TrainConfig:
+    # model
+    arch: str = "gearnet"
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128])  # channels per block
+    # schedule
+    epochs: int = 40  # passes over the train split
+    batch_size: int = 64  # images per step; small batches = more steps on a 1.5k-image set
+    lr: float = 0.2  # peak SGD learning rate (one-cycle), per 64 images... see note in train.py
+    momentum: float = 0.9  # Nesterov
+    weight_decay: float = 5e-4  # L2, not applied to BN and bias parameters
+    warmup: float = 0.2  # fraction of all steps spent ramping the lr up (one-cycle pct_start)
+    label_smoothing: float = 0.1  # fraction of target mass spread over the other classes
+    # augmentation (on batched uint8, see data/transforms.py)
+    flip: bool = True  # mirror left-right: gear is left/right symmetric in the catalog
+    translate: int = 4  # max shift, pixels at input resolution (64 px -> 6%)
+    # evaluation / stopping
+    tta: bool = True  # average logits of image and mirror at evaluation
+    patience: int = 0  # stop after this many epochs without a better val accuracy; 0 = never
+    # runtime
+    amp: str = "auto"  # "auto" (bf16 where the hardware has it), "bf16", or "off"
+    threads: int = 0  # torch intra-op threads; 0 = all cores
+    seed: int = 0
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # 0..1 pixel scale
+    std: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
+    mlflow: bool = False
+
+    def update(self, **overrides: Any) -> "TrainConfig":
+        names = {f.name for f in fields(self)}
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key not in names:
+                raise ValueError(f"unknown training option {key!r}")
+            setattr(self, key, value)
+        return self
+
+    def dump(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(asdict(self), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of option: value")
+        return cls().update(**data)

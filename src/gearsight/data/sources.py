@@ -1,0 +1,129 @@
+"""Where images come from -> a list of ``Record(path, label, split)``.
+
+Supported: a class-folder tree (``root/<class>/<file>``), a CSV ``path,label[,split]`` (paths
+relative to the CSV), and a CNTK map file (``path<TAB>label``, label an integer class index).
+Records are sorted by path so every later step (packing, splitting) is deterministic.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Record:
+    path: str  # absolute path of the image file
+    label: str  # class name
+    split: str | None = None  # "train" | "val" | "test", or None when the source has none
+
+
+def from_folder(root: str | Path) -> list[Record]:
+    """``root/<class>/<file>``: every image file one level below a class folder."""
+    root = Path(root)
+    records = [
+        Record(str(p.resolve()), class_dir.name)
+        for class_dir in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        for p in sorted(class_dir.rglob("*"))
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    ]
+    if not records:
+        raise ValueError(f"{root}: no images found in class folders (expected {root}/<class>/<image>)")
+    return records
+
+
+def from_csv(csv_path: str | Path) -> list[Record]:
+    """A CSV with header ``path,label[,split]``; paths are relative to the CSV's folder."""
+    csv_path = Path(csv_path)
+    base = csv_path.parent
+    records = []
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"path", "label"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{csv_path}: header must have path,label[,split]; missing {sorted(missing)}")
+        for lineno, row in enumerate(reader, start=2):
+            path, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+            split = (row.get("split") or "").strip() or None
+            if not path or not label:
+                raise ValueError(f"{csv_path}, line {lineno}: empty path or label")
+            if split is not None and split not in SPLITS:
+                raise ValueError(f"{csv_path}, line {lineno}: split {split!r} is not one of {SPLITS}")
+            records.append(Record(str((base / path).resolve()), label, split))
+    if not records:
+        raise ValueError(f"{csv_path}: no rows")
+    return sorted(records, key=lambda r: r.path)
+
+
+def from_map_file(map_path: str | Path) -> list[Record]:
+    """CNTK map file: ``path<TAB>label`` per line, label an integer; paths relative to the file."""
+    map_path = Path(map_path)
+    records = []
+    with open(map_path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if len(parts) < 2:
+                raise ValueError(f"{map_path}, line {lineno}: expected 'path<TAB>label', got {line[:80]!r}")
+            path, label = parts[0].strip(), parts[1].strip()
+            if not label.lstrip("-").isdigit() or int(label) < 0:
+                raise ValueError(f"{map_path}, line {lineno}: label {label!r} is not a non-negative integer")
+            records.append(Record(str((map_path.parent / path).resolve()), str(int(label))))
+    if not records:
+        raise ValueError(f"{map_path}: no entries")
+    return records  # map-file order is meaningful to CNTK users: keep it
+
+
+def read_source(source: str | Path) -> list[Record]:
+    """Dispatch on what ``source`` is: folder, .csv, or map file (.txt/.tsv/.map)."""
+    source = Path(source)
+    if source.is_dir():
+        csv_in_dir = source / "split.csv"
+        return from_csv(csv_in_dir) if csv_in_dir.is_file() else from_folder(source)
+    if not source.exists():
+        raise FileNotFoundError(f"source not found: {source}")
+    if source.suffix.lower() == ".csv":
+        return from_csv(source)
+    if source.suffix.lower() in {".txt", ".tsv", ".map"}:
+        return from_map_file(source)
+    raise ValueError(f"{source}: unknown source type (want a folder, .csv, or a map file .txt/.tsv/.map)")
+
+
+def class_names(records: list[Record]) -> list[str]:
+    """Sorted class names; integer labels (map files) sort numerically."""
+    labels = {r.label for r in records}
+    if all(lbl.isdigit() for lbl in labels):
+        return [str(i) for i in sorted(int(lbl) for lbl in labels)]
+    return sorted(labels)
+
+
+def stratified_split(records: list[Record], fractions=(0.7, 0.1, 0.2), seed: int = 0) -> list[Record]:
+    """Assign train/val/test per class in the given fractions; records that have a split keep it.
+
+    Seeded and order-independent (each class's files are shuffled from their sorted order), so the
+    same files always land in the same split.
+    """
+    if abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must sum to 1, got {fractions}")
+    by_class: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        if r.split is None:
+            by_class[r.label].append(r)
+    assigned = {}
+    for label, items in sorted(by_class.items()):
+        items = sorted(items, key=lambda r: r.path)
+        seed_for_class = int(hashlib.sha256(f"{seed}:{label}".encode()).hexdigest()[:8], 16)
+        random.Random(seed_for_class).shuffle(items)
+        n_train = round(fractions[0] * len(items))
+        n_val = round(fractions[1] * len(items))
+        for i, r in enumerate(items):
+            assigned[r.path] = "train" if i < n_train else "val" if i < n_train + n_val else "test"
+    return [r if r.split is not None else Record(r.path, r.label, assigned[r.path]) for r in records]

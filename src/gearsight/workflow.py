@@ -1,0 +1,65 @@
+"""The gear job as three Python calls, shared by the CLI and the notebooks.
+
+    from gearsight import workflow
+    workflow.pack_source("gear/split.csv", "work/gear64", size=64)
+    workflow.train_packed("work/gear64", "work/runs/gear")
+    report = workflow.evaluate_packed("work/runs/gear/model.safetensors", "work/gear64", "test")
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from gearsight.config import TrainConfig
+
+
+def pack_source(source: str | Path, out: str | Path, size: int = 64, resize: str = "pad", fill: int = 255,
+                split=(0.7, 0.1, 0.2), seed: int = 0, workers: int | None = None, progress: bool = True) -> dict:
+    """Read a source (folder, CSV, map file), split it if it has no split, pack it. Returns meta."""
+    from gearsight.data.pack import PackOptions, pack
+    from gearsight.data.sources import read_source, stratified_split
+
+    records = stratified_split(read_source(source), tuple(split), seed)
+    return pack(records, out, PackOptions(size, resize, fill), workers=workers, progress=progress)
+
+
+def train_packed(data: str | Path, out: str | Path, cfg: TrainConfig | None = None, resume: bool = False,
+                 progress: bool = True, **overrides) -> dict:
+    """Train on a packed dataset's train split, select on val. Returns the fit summary."""
+    from gearsight.data.loader import Batches
+    from gearsight.data.pack import PackedDataset
+    from gearsight.train import fit
+
+    cfg = (cfg or TrainConfig()).update(**overrides)
+    ds = PackedDataset(data)
+    common = dict(mean=cfg.mean, std=cfg.std, seed=cfg.seed)
+    train = Batches.from_arrays(*ds.subset("train"), batch_size=cfg.batch_size, shuffle=True, augment=True,
+                                flip=cfg.flip, translate=cfg.translate, fill=ds.meta["fill"], drop_last=True, **common)
+    val = Batches.from_arrays(*ds.subset("val"), batch_size=256, **common)
+    if len(train) == 0 or len(val.labels) == 0:
+        raise ValueError(f"{data}: need at least {cfg.batch_size} train and 1 val images "
+                         f"(have {len(train.labels)} and {len(val.labels)})")
+    print(f"train {len(train.labels)} / val {len(val.labels)} images, {len(ds.classes)} classes, "
+          f"{ds.size}px; {cfg.epochs} epochs of {len(train)} steps")
+    return fit(train, val, ds.classes, out, cfg, size=ds.size, resize=ds.meta["resize"], fill=ds.meta["fill"],
+               resume=resume, progress=progress, data_info={"path": str(data), "counts": ds.meta["counts"]})
+
+
+def evaluate_packed(model: str | Path, data: str | Path, split: str = "test", out: str | Path | None = None,
+                    tta: bool = True) -> dict:
+    """Evaluate a model file on one split of a packed dataset; writes the report folder, returns the report."""
+    from gearsight.data.pack import PackedDataset
+    from gearsight.evaluate import evaluate_to_dir
+    from gearsight.predict import Classifier
+
+    clf = Classifier.load(model)
+    ds = PackedDataset(data)
+    if clf.spec.input_size != ds.size or clf.spec.resize != ds.meta["resize"]:
+        raise ValueError(f"{data} is packed at {ds.size}px/{ds.meta['resize']} but {model} expects "
+                         f"{clf.spec.input_size}px/{clf.spec.resize}: pack again with --size "
+                         f"{clf.spec.input_size} --resize {clf.spec.resize}")
+    if list(clf.classes) != list(ds.classes):
+        raise ValueError(f"{model} classes {clf.classes} differ from {data} classes {ds.classes}")
+    images, labels = ds.subset(split)
+    probs = clf.predict_packed(images, tta=tta)
+    out = Path(out) if out else Path(model).parent / f"eval-{split}"
+    return evaluate_to_dir(labels, probs.argmax(1), probs, clf.classes, images, ds.paths(split), out)

@@ -1,0 +1,128 @@
+"""The CLI end to end on a small subset of the real gear photos: pack -> train -> evaluate -> predict."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import gearsight
+from conftest import REPO, run_cli
+
+CLASSES = ("axes", "boots", "tents")
+
+
+@pytest.fixture(scope="module")
+def subset_csv(gear_dir, tmp_path_factory) -> Path:
+    """Up to 40 train / 8 val / 8 test photos of three classes, taken from THE split.csv."""
+    out = tmp_path_factory.mktemp("gear_subset") / "subset.csv"
+    quota = {"train": 40, "val": 8, "test": 8}
+    taken: dict[tuple[str, str], int] = {}
+    rows = []
+    with open(gear_dir / "split.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            key = (row["label"], row["split"])
+            if row["label"] in CLASSES and taken.get(key, 0) < quota[row["split"]]:
+                taken[key] = taken.get(key, 0) + 1
+                rows.append([str(gear_dir / row["path"]), row["label"], row["split"]])
+    with open(out, "w", newline="") as f:
+        csv.writer(f).writerows([["path", "label", "split"], *rows])
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(subset_csv, tmp_path_factory) -> dict[str, Path]:
+    work = tmp_path_factory.mktemp("gear_run")
+    packed, run = work / "packed", work / "run"
+    proc = run_cli("pack", subset_csv, packed, "--size", "48", "--quiet")
+    assert "skipped 0" in proc.stdout
+    run_cli("train", packed, "--out", run, "--epochs", "4", "--batch-size", "32", "--quiet")
+    return {"packed": packed, "run": run, "model": run / "model.safetensors"}
+
+
+def test_train_writes_model_metrics_curves_and_config(trained):
+    run = trained["run"]
+    for name in ("model.safetensors", "last.pt", "metrics.csv", "curves.png", "config.yaml"):
+        assert (run / name).is_file(), name
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert all(float(r["img_per_s"]) > 0 and 0 <= float(r["data_wait"]) < 1 for r in rows)
+    assert Image.open(run / "curves.png").size[0] > 100
+
+
+def test_evaluate_report_matches_its_own_confusion_matrix(trained, tmp_path):
+    proc = run_cli("evaluate", trained["model"], trained["packed"], "--split", "test", "--out", tmp_path)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["classes"] == list(CLASSES)
+    cm = np.array(report["confusion_matrix"])
+    assert cm.sum() == report["n"] == 24
+    assert report["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    for i, name in enumerate(CLASSES):
+        stats = report["per_class"][name]
+        assert set(stats) >= {"accuracy", "precision", "recall", "f1", "support"}
+        assert stats["support"] == cm[i].sum() == 8
+        assert stats["accuracy"] == pytest.approx(cm[i, i] / cm[i].sum())
+    assert "accuracy" in proc.stdout and "tents" in proc.stdout
+    assert (tmp_path / "confusion.png").is_file()
+
+
+def test_predict_cli_json_and_python_api_agree(trained, gear_dir, tmp_path):
+    photos = sorted((gear_dir / "boots").iterdir())[:2]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    proc = run_cli("predict", trained["model"], *photos, bad, "--json", "--top-k", "2", check=False)
+    assert proc.returncode == 1  # one input failed, the others were still answered
+    results = json.loads(proc.stdout)
+    assert [r["path"] for r in results] == [str(p) for p in photos] + [str(bad)]
+    assert "error" in results[2] and "not an image" in results[2]["error"]
+    clf = gearsight.load(trained["model"])
+    for r, photo in zip(results, photos):
+        assert len(r["top_k"]) == 2 and r["label"] in CLASSES
+        by_path = clf.predict(photo)
+        by_pil = clf.predict(Image.open(photo))
+        by_array = clf.predict(np.asarray(Image.open(photo).convert("RGB")))
+        assert by_path.label == by_pil.label == by_array.label == r["label"]
+        assert by_path.probability == pytest.approx(r["probability"], abs=1e-5)
+    batch = clf.predict(list(photos))
+    assert [p.label for p in batch] == [r["label"] for r in results[:2]]
+
+
+def test_evaluate_refuses_data_packed_at_another_size(trained, subset_csv, tmp_path):
+    run_cli("pack", subset_csv, tmp_path / "p32", "--size", "32", "--quiet")
+    proc = run_cli("evaluate", trained["model"], tmp_path / "p32", check=False)
+    assert proc.returncode == 2 and "--size 48" in proc.stderr
+
+
+def test_resume_after_kill_finishes_the_same_run(trained, tmp_path):
+    """Kill training mid-run, resume, and end with every epoch logged once and a loadable model."""
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "gearsight", "train", str(trained["packed"]), "--out", str(run),
+            "--epochs", "6", "--batch-size", "32", "--quiet"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not _epochs_logged(run) >= 2:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = _epochs_logged(run)
+    assert 2 <= done_before < 6, "training finished before it could be interrupted"
+    out = run_cli("train", trained["packed"], "--out", run, "--epochs", "6", "--batch-size", "32",
+                  "--quiet", "--resume")
+    assert "resumed" in out.stdout
+    epochs = [int(r["epoch"]) for r in csv.DictReader(open(run / "metrics.csv"))]
+    assert epochs == list(range(6))  # rows past the checkpoint were dropped, none repeat
+    assert gearsight.load(run / "model.safetensors").classes == list(CLASSES)
+
+
+def _epochs_logged(run: Path) -> int:
+    path = run / "metrics.csv"
+    return max(0, len(path.read_text().splitlines()) - 1) if path.is_file() else 0

@@ -1,0 +1,39 @@
+"""The notebooks run top to bottom (executed with nbclient, in a fresh work folder)."""
+from __future__ import annotations
+
+import os
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from conftest import REPO, require_dataset
+
+
+def execute(name: str, work, timeout: int = 900) -> nbformat.NotebookNode:
+    nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
+    os.environ["GEARSIGHT_WORK"] = str(work)  # the kernel inherits it: train from scratch, not the demo's model
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
+    finally:
+        del os.environ["GEARSIGHT_WORK"]
+    return nb
+
+
+def outputs_text(nb) -> str:
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", ""))
+            parts.extend(str(v) for k, v in out.get("data", {}).items() if k.startswith("text/"))
+    return "\n".join(parts)
+
+
+def test_gear_notebook_trains_and_shows_test_and_per_class_accuracy(tmp_path):
+    require_dataset("gear")
+    nb = execute("gear.ipynb", tmp_path)
+    text = outputs_text(nb)
+    assert "Test accuracy:" in text
+    for name in ("axes", "boots", "tents", "pulleys"):
+        assert f"| {name} |" in text
+    assert (tmp_path / "runs" / "gear" / "model.safetensors").is_file()
