@@ -14,6 +14,7 @@ def register(subparsers) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--arch", help="architecture (default gearnet)")
     m.add_argument("--widths", type=lambda s: [int(v) for v in s.split(",")], help="channels per block, e.g. 32,64,128")
+    m.add_argument("--stem", choices=["patch", "conv"], help="input stem (see models/gearnet.py)")
     s = p.add_argument_group("schedule")
     s.add_argument("--epochs", type=int)
     s.add_argument("--batch-size", type=int)
@@ -33,7 +34,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-OPTION_NAMES = ["arch", "widths", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "patience",
+OPTION_NAMES = ["arch", "widths", "stem", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "patience",
                 "translate", "flip", "seed", "amp", "threads", "mlflow"]
 
 

@@ -34,10 +34,21 @@ class ConvBlock(nn.Module):
         return x + self.act(self.bn2(self.conv2(x)))
 
 
+def make_stem(kind: str, width: int) -> nn.Sequential:
+    """Halve the resolution first. patch: 2x2 conv, stride 2; conv: 3x3 conv at full size + maxpool."""
+    if kind == "patch":
+        return nn.Sequential(nn.Conv2d(3, width, 2, stride=2, bias=False), nn.BatchNorm2d(width), nn.GELU())
+    if kind == "conv":
+        return nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), nn.MaxPool2d(2),
+                             nn.BatchNorm2d(width), nn.GELU())
+    raise ValueError(f"unknown stem {kind!r} (patch or conv)")
+
+
 class GearNet(nn.Module):
-    def __init__(self, num_classes: int, widths: tuple[int, ...] = (32, 64, 128), stem: int = 24):
+    def __init__(self, num_classes: int, widths: tuple[int, ...] = (32, 64, 128), stem: int = 24,
+                 stem_kind: str = "patch"):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, stem, 2, stride=2, bias=False), nn.BatchNorm2d(stem), nn.GELU())
+        self.stem = make_stem(stem_kind, stem)
         blocks, c = [], stem
         for w in widths:
             blocks.append(ConvBlock(c, w))
@@ -53,5 +64,5 @@ class GearNet(nn.Module):
 
 
 @register_model("gearnet")
-def create_gearnet(num_classes: int, widths=(32, 64, 128), stem: int = 24) -> GearNet:
-    return GearNet(num_classes, tuple(widths), stem)
+def create_gearnet(num_classes: int, widths=(32, 64, 128), stem: int = 24, stem_kind: str = "patch") -> GearNet:
+    return GearNet(num_classes, tuple(widths), stem, stem_kind)

@@ -1,0 +1,184 @@
+"""Evaluation report: accuracy, per-class metrics, confusion matrix, as a dict, text tables and files.
+
+Pure functions of ``(y_true, y_pred, classes[, probs])``: the CLI and the notebook run the model and
+hand the predictions here, so the numbers can be checked against scikit-learn without a model.
+
+Per-class *accuracy* is the share of that class's images predicted correctly: correct / support,
+which is the class's recall (the confusion-matrix diagonal over its row sum). A class with no
+images in the split has support 0 and accuracy, precision, recall, f1 reported as 0.
+
+Files written by :func:`evaluate_to_dir` (pictures come from :mod:`gearsight.report_plots`):
+``report.json``, ``confusion.png``, ``misclassified.html`` and ``misclassified.png``.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
+
+REPORT_NAME = "report.json"
+TOP_K = 5
+TERMINAL_WIDTH = 100
+_METRICS = ("precision", "recall", "f1")
+
+
+def _check_inputs(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str],
+                  probs: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
+    n_cls = len(classes)
+    if len(set(classes)) != n_cls or n_cls == 0:
+        raise ValueError(f"classes must be non-empty and unique, got {list(classes)!r}")
+    if y_true.shape != y_pred.shape or y_true.size == 0:
+        raise ValueError(f"y_true and y_pred must be non-empty and equally long, got {y_true.size} and {y_pred.size}")
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_cls:
+            raise ValueError(f"{name} must hold integer class indices in [0, {n_cls}), "
+                             f"got dtype {y.dtype}, range [{y.min()}, {y.max()}]")
+    if probs is not None and np.shape(probs) != (y_true.size, n_cls):
+        raise ValueError(f"probs must have shape (n, n_classes) = ({y_true.size}, {n_cls}), got {np.shape(probs)}")
+    return y_true.astype(np.int64), y_pred.astype(np.int64)
+
+
+def top_k_accuracy(y_true: np.ndarray, probs: np.ndarray, k: int = TOP_K) -> float:
+    """Share of rows whose true class is among the k highest scores.
+
+    Hand-written (two lines) because sklearn's top_k_accuracy_score wants 1-D scores in the
+    two-class case and warns when k >= n_classes; both are normal here (k is capped at n_classes).
+    """
+    k = min(k, probs.shape[1])
+    top = np.argsort(-np.asarray(probs), axis=1, kind="stable")[:, :k]
+    return float((top == np.asarray(y_true)[:, None]).any(axis=1).mean())
+
+
+def _row(stats: dict) -> dict:
+    return {"precision": float(stats["precision"]), "recall": float(stats["recall"]),
+            "f1": float(stats["f1-score"]), "support": int(stats["support"])}
+
+
+def compute_report(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str],
+                   probs: np.ndarray | None = None) -> dict:
+    """Metrics of one split as a JSON-serialisable dict.
+
+    Keys: ``accuracy``, ``n``, ``n_errors``, ``classes``, ``confusion_matrix`` (list of lists, rows =
+    true class, columns = predicted), ``per_class`` (class name -> accuracy, precision, recall, f1,
+    support; accuracy = correct / support, i.e. recall), ``macro_avg`` and ``weighted_avg``
+    (precision, recall, f1, support), and with ``probs`` ``top5_accuracy`` (k capped at n_classes).
+    Every class in ``classes`` appears, also those absent from the split.
+    """
+    y_true, y_pred = _check_inputs(y_true, y_pred, classes, probs)
+    labels = list(range(len(classes)))
+    cm = confusion_matrix(y_true, y_pred, labels=labels)
+    # labels= keeps classes that are absent from this split in the table instead of dropping them.
+    cr = classification_report(y_true, y_pred, labels=labels, target_names=list(classes),
+                               output_dict=True, zero_division=0)
+    per_class = {}
+    for name in classes:
+        row = _row(cr[name])
+        per_class[name] = {"accuracy": row["recall"], **row}
+    report = {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "n": int(y_true.size),
+        "n_errors": int((y_true != y_pred).sum()),
+        "classes": list(classes),
+        "confusion_matrix": cm.astype(int).tolist(),
+        "per_class": per_class,
+        "macro_avg": _row(cr["macro avg"]),
+        "weighted_avg": _row(cr["weighted avg"]),
+    }
+    if probs is not None:
+        report["top5_accuracy"] = top_k_accuracy(y_true, probs, TOP_K)
+    return report
+
+
+def abbreviate(names: Sequence[str], width: int) -> list[str]:
+    """Unique labels of at most ``width`` chars: multi-word names keep a prefix of each word
+    (``hardshell_jackets`` -> ``harjac``); clashes and too-narrow widths fall back to the index."""
+    out = []
+    for name in names:
+        words = [w for w in re.split(r"[\s_\-./]+", name) if w] or [name]
+        if len(name) <= width:
+            short = name
+        elif len(words) > 1 and width >= 2 * len(words):
+            per = width // len(words)
+            short = "".join(w[:per] for w in words)
+        else:
+            short = name[:width]
+        out.append(short)
+    if len(set(out)) < len(out) or width < 1:
+        out = [s if out.count(s) == 1 else str(i) for i, s in enumerate(out)]
+    return out
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:6.2f}%"
+
+
+def _per_class_table(report: dict) -> list[str]:
+    w = max(12, *(len(c) for c in report["classes"]))
+    lines = [f"{'class':<{w}}  {'support':>7}  {'accuracy':>8}  {'precision':>9}  {'recall':>7}  {'f1':>7}"]
+    rows = [(name, report["per_class"][name]) for name in report["classes"]]
+    rows += [("macro avg", report["macro_avg"]), ("weighted avg", report["weighted_avg"])]
+    for i, (name, r) in enumerate(rows):
+        if i == len(report["classes"]):
+            lines.append("-" * len(lines[0]))
+        acc = _pct(r["accuracy"]) if "accuracy" in r else ""
+        lines.append(f"{name:<{w}}  {r['support']:>7}  {acc:>8}  {_pct(r['precision']):>9}  "
+                     f"{r['recall']:>7.4f}  {r['f1']:>7.4f}")
+    return lines
+
+
+def _confusion_table(report: dict, width: int) -> list[str]:
+    classes, cm = report["classes"], np.asarray(report["confusion_matrix"])
+    label_w = min(20, max(len(c) for c in classes))
+    digits = len(str(int(cm.max()))) if cm.size else 1
+    # Widest cells (<= 8) that fit every column in the terminal; below that, wrap columns into blocks.
+    cell = max(digits, 3, min(8, (width - label_w) // len(classes) - 1))
+    heads = abbreviate(classes, cell)
+    per_block = max(1, (width - label_w) // (cell + 1))
+    lines = ["Confusion matrix (rows = true class, columns = predicted):"]
+    for start in range(0, len(classes), per_block):
+        cols = range(start, min(start + per_block, len(classes)))
+        lines.append(f"{'':<{label_w}}" + "".join(f" {heads[j]:>{cell}}" for j in cols))
+        for i, name in enumerate(classes):
+            lines.append(f"{name[:label_w]:<{label_w}}" + "".join(f" {cm[i, j]:>{cell}}" for j in cols))
+    renamed = [f"{h}={c}" for h, c in zip(heads, classes) if h != c]
+    if renamed:
+        lines.append("columns: " + ", ".join(renamed))
+    return lines
+
+
+def format_report(report: dict, width: int = TERMINAL_WIDTH) -> str:
+    """Plain-text tables: overall accuracy, per-class metrics, confusion matrix (fits ``width`` cols)."""
+    head = f"accuracy {_pct(report['accuracy']).strip()}  ({report['n'] - report['n_errors']}/{report['n']} correct)"
+    if "top5_accuracy" in report:
+        head += f"   top-{min(TOP_K, len(report['classes']))} {_pct(report['top5_accuracy']).strip()}"
+    return "\n".join([head, "", *_per_class_table(report), "", *_confusion_table(report, width)]) + "\n"
+
+
+def write_report(report: dict, out_dir: str | Path) -> Path:
+    """Write ``out_dir/report.json`` (indent 2, sorted keys, so reruns diff cleanly); return its path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / REPORT_NAME
+    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def evaluate_to_dir(y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray | None,
+                    classes: Sequence[str], images: np.ndarray | None, paths: Sequence[str] | None,
+                    out_dir: str | Path) -> dict:
+    """Compute the report and write report.json, confusion.png and (with ``images``) the
+    misclassified gallery into ``out_dir``. Prints nothing; returns the report."""
+    from gearsight import report_plots  # matplotlib is only needed once files are written
+
+    report = compute_report(y_true, y_pred, classes, probs)
+    out_dir = Path(out_dir)
+    write_report(report, out_dir)
+    report_plots.save_confusion_png(report, out_dir / report_plots.CONFUSION_NAME)
+    if images is not None:
+        report_plots.save_misclassified_gallery(images, y_true, y_pred, probs, classes, paths, out_dir)
+    return report
