@@ -17,6 +17,7 @@ class TrainConfig:
     # model
     arch: str = "gearnet"
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])  # channels per block
+    norm: str = "batch"  # "batch" or "group" (per-image statistics: data-parallel == one process)
     stem: str = "patch"  # "patch" (2x2 stride-2 conv) or "conv" (3x3 conv + maxpool), see models/gearnet.py
     # schedule
     epochs: int = 40  # passes over the train split

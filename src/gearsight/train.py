@@ -21,6 +21,7 @@ from tqdm import tqdm
 from gearsight.checkpoint import ModelSpec, atomic_write, save_model
 from gearsight.config import TrainConfig
 from gearsight.data.loader import Batches
+from gearsight.distributed import DistInfo, all_reduce_sum, init_from_env, shutdown
 from gearsight.models import create_model
 from gearsight.track import RunLogger
 
@@ -54,7 +55,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def train_one_epoch(model, batches: Batches, optimizer, scheduler, epoch: int, cfg: TrainConfig,
-                    device: torch.device, progress: bool = True) -> dict:
+                    device: torch.device, progress: bool = True, dist_info: DistInfo = DistInfo()) -> dict:
     model.train()
     loss_sum, correct, seen, data_time = 0.0, 0, 0, 0.0
     start = tick = time.perf_counter()
@@ -74,6 +75,7 @@ def train_one_epoch(model, batches: Batches, optimizer, scheduler, epoch: int, c
         seen += len(y)
         tick = time.perf_counter()
     elapsed = time.perf_counter() - start
+    loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], dist_info)
     return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
             "img_per_s": seen / elapsed, "data_wait": data_time / elapsed, "epoch_time": elapsed}
 
@@ -112,7 +114,7 @@ def build_model(cfg: TrainConfig, num_classes: int, device: torch.device) -> nn.
 
 
 def arch_config(cfg: TrainConfig) -> dict:
-    return {"widths": list(cfg.widths), "stem_kind": cfg.stem}
+    return {"widths": list(cfg.widths), "stem_kind": cfg.stem, "norm": cfg.norm}
 
 
 def model_spec(cfg: TrainConfig, classes: list[str], size: int, resize: str, fill: int, extra: dict) -> ModelSpec:
@@ -139,46 +141,61 @@ def load_resume_state(path: Path, model, optimizer, scheduler) -> tuple[int, dic
 def fit(train: Batches, val: Batches, classes: list[str], run_dir: str | Path, cfg: TrainConfig, *,
         size: int, resize: str = "pad", fill: int = 255, resume: bool = False, progress: bool = True,
         data_info: dict | None = None) -> dict:
-    """Train, keeping the best model by val accuracy in RUN/model.safetensors. Returns a summary."""
+    """Train, keeping the best model by val accuracy in RUN/model.safetensors. Returns a summary.
+
+    Under torchrun each process trains on its slice of every batch (see gearsight/distributed.py).
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    info = init_from_env()
+    train.rank, train.world_size = info.rank, info.world_size
     seed_everything(cfg.seed)
-    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // info.world_size))
+    device = torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
     model = build_model(cfg, len(classes), device)
     optimizer = make_optimizer(model, cfg)
-    total_steps = cfg.epochs * len(train)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=cfg.warmup,
+        optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * len(train), pct_start=cfg.warmup,
         anneal_strategy="linear", div_factor=10.0, final_div_factor=100.0, cycle_momentum=False)
-    cfg.dump(run_dir / "config.yaml")
-
     start_epoch, best = 0, {"val_acc": -1.0, "val_loss": math.inf, "epoch": -1}
     last_path = run_dir / "last.pt"
     if resume and last_path.is_file():
         start_epoch, best = load_resume_state(last_path, model, optimizer, scheduler)
         start_epoch += 1
-        print(f"resumed from {last_path} at epoch {start_epoch}")
-    logger = RunLogger(run_dir, cfg, start_epoch)
+        if info.is_main:
+            print(f"resumed from {last_path} at epoch {start_epoch}")
+    net = model if info.world_size == 1 else torch.nn.parallel.DistributedDataParallel(model)
+    logger = None
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.dump(run_dir / "config.yaml")
+        logger = RunLogger(run_dir, cfg, start_epoch)
 
     t0 = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        row.update(train_one_epoch(model, train, optimizer, scheduler, epoch, cfg, device, progress))
+        row.update(train_one_epoch(net, train, optimizer, scheduler, epoch, cfg, device,
+                                   progress and info.is_main, info))
         row.update(evaluate(model, val, device, cfg))
         # Ties go to the later epoch: the val split is small (189 gear photos, 1 image = 0.5%), and
         # with a one-cycle schedule a later epoch has seen a lower learning rate.
         improved = row["val_acc"] >= best["val_acc"]
         if improved:
             best = {"val_acc": row["val_acc"], "val_loss": row["val_loss"], "epoch": epoch}
-            extra = {"best_epoch": epoch, "val_acc": row["val_acc"], "data": data_info or {}, "config": asdict(cfg)}
-            save_model(run_dir / "model.safetensors", model, model_spec(cfg, classes, size, resize, fill, extra))
-        save_resume_state(last_path, model, optimizer, scheduler, epoch, best, cfg)
-        logger.log_epoch(row, improved)
+        if info.is_main:
+            if improved:
+                extra = {"best_epoch": epoch, "val_acc": row["val_acc"], "data": data_info or {},
+                         "config": asdict(cfg), "world_size": info.world_size}
+                save_model(run_dir / "model.safetensors", model, model_spec(cfg, classes, size, resize, fill, extra))
+            save_resume_state(last_path, model, optimizer, scheduler, epoch, best, cfg)
+            logger.log_epoch(row, improved)
         if cfg.patience and epoch - best["epoch"] >= cfg.patience:
-            print(f"early stop: no better val accuracy for {cfg.patience} epochs")
+            if info.is_main:
+                print(f"early stop: no better val accuracy for {cfg.patience} epochs")
             break
     summary = {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"],
-               "train_seconds": time.perf_counter() - t0, "model": str(run_dir / "model.safetensors")}
-    logger.finish(summary, run_dir / "model.safetensors")
+               "train_seconds": time.perf_counter() - t0, "model": str(run_dir / "model.safetensors"),
+               "world_size": info.world_size}
+    if logger:
+        logger.finish(summary, run_dir / "model.safetensors")
+    shutdown(info)
     return summary

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from gearsight.config import TrainConfig
@@ -38,7 +39,8 @@ def train_packed(data: str | Path, out: str | Path, cfg: TrainConfig | None = No
     if len(train) == 0 or len(val.labels) == 0:
         raise ValueError(f"{data}: need at least {cfg.batch_size} train and 1 val images "
                          f"(have {len(train.labels)} and {len(val.labels)})")
-    print(f"train {len(train.labels)} / val {len(val.labels)} images, {len(ds.classes)} classes, "
+    if int(os.environ.get("RANK", "0")) == 0:  # once, not per torchrun process
+        print(f"train {len(train.labels)} / val {len(val.labels)} images, {len(ds.classes)} classes, "
           f"{ds.size}px; {cfg.epochs} epochs of {len(train)} steps")
     return fit(train, val, ds.classes, out, cfg, size=ds.size, resize=ds.meta["resize"], fill=ds.meta["fill"],
                resume=resume, progress=progress, data_info={"path": str(data), "counts": ds.meta["counts"]})

@@ -14,6 +14,7 @@ def register(subparsers) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--arch", help="architecture (default gearnet)")
     m.add_argument("--widths", type=lambda s: [int(v) for v in s.split(",")], help="channels per block, e.g. 32,64,128")
+    m.add_argument("--norm", choices=["batch", "group"], help="normalization layers (default batch)")
     m.add_argument("--stem", choices=["patch", "conv"], help="input stem (see models/gearnet.py)")
     s = p.add_argument_group("schedule")
     s.add_argument("--epochs", type=int)
@@ -34,7 +35,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-OPTION_NAMES = ["arch", "widths", "stem", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "patience",
+OPTION_NAMES = ["arch", "widths", "stem", "norm", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "patience",
                 "translate", "flip", "seed", "amp", "threads", "mlflow"]
 
 
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
     cfg.update(**{k: getattr(args, k) for k in OPTION_NAMES})
     summary = train_packed(args.data, args.out, cfg, resume=args.resume, progress=not args.quiet)
+    if summary["world_size"] > 1 and int(__import__("os").environ.get("RANK", "0")) != 0:
+        return 0
     print(f"best val accuracy {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}; "
           f"trained in {summary['train_seconds']:.1f} s; model: {summary['model']}")
     return 0

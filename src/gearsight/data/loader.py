@@ -11,7 +11,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from gearsight.data.transforms import flip_translate, pad_images, to_model_input
+from gearsight.data.transforms import draw_flip_translate, flip_translate, pad_images, to_model_input
 
 
 @dataclass
@@ -40,22 +40,29 @@ class Batches:
         self._padded = pad_images(self.images, self.translate, self.fill) if self.augment else None
 
     def __len__(self) -> int:
-        n = len(self.labels) // self.world_size
+        n = len(self.labels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (normalized float NCHW channels_last, labels) for one pass; seeded per epoch."""
+        """Yield (normalized float NCHW channels_last, labels) for one pass; seeded per epoch.
+
+        With ``world_size`` > 1 every process walks the same global batches (same seed) and takes
+        its own slice of each, so one data-parallel step sees exactly the images of one
+        single-process step, and the averaged gradient is the same.
+        """
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         n = len(self.labels)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
-        per_rank = n // self.world_size
-        order = order[self.rank * per_rank : (self.rank + 1) * per_rank] if self.world_size > 1 else order
-        for start in range(0, len(order), self.batch_size):
+        for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
             if self.drop_last and len(idx) < self.batch_size:
                 break
+            params = draw_flip_translate(len(idx), self.translate, self.flip, gen) if self.augment else None
+            if self.world_size > 1:
+                idx = idx.tensor_split(self.world_size)[self.rank]
+                params = params.tensor_split(self.world_size)[self.rank] if self.augment else None
             if self.augment:
-                images = flip_translate(self._padded[idx], self.translate, self.flip, gen)
+                images = flip_translate(self._padded[idx], self.translate, params)
             else:
                 images = self.images[idx]
             yield to_model_input(images, self.mean, self.std), self.labels[idx]

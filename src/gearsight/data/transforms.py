@@ -18,23 +18,27 @@ def pad_images(images: torch.Tensor, pad: int, fill: int = 255) -> torch.Tensor:
     return padded
 
 
-def flip_translate(padded: torch.Tensor, pad: int, flip: bool = True,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random crop of the original size out of a ``pad``-padded NHWC batch, mirrored half the time.
+def draw_flip_translate(n: int, pad: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random (dy, dx, mirror) per image, as an (n, 3) int tensor, for ``flip_translate``."""
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    mirror = (torch.rand(n, generator=generator) < 0.5) if flip else torch.zeros(n, dtype=torch.bool)
+    return torch.stack([dy, dx, mirror.long()], dim=1)
+
+
+def flip_translate(padded: torch.Tensor, pad: int, params: torch.Tensor) -> torch.Tensor:
+    """Crop of the original size out of a ``pad``-padded NHWC batch at (dy, dx), mirrored if asked.
 
     A translation of up to ``pad`` px in x and y. A Python loop of slice copies beats one
     advanced-indexing gather here (measured 18 ms vs 72 ms for 256 images at 64 px): each copy is a
     contiguous 12 KB block and the loop overhead is ~5 us an image.
     """
-    n, hp, wp, _ = padded.shape
+    n, hp, wp, c = padded.shape
     h, w = hp - 2 * pad, wp - 2 * pad
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).tolist()
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).tolist()
-    mirror = (torch.rand(n, generator=generator) < 0.5).tolist() if flip else [False] * n
-    out = torch.empty((n, h, w, padded.shape[3]), dtype=padded.dtype)
-    for i in range(n):
-        crop = padded[i, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
-        out[i] = crop.flip(1) if mirror[i] else crop
+    out = torch.empty((n, h, w, c), dtype=padded.dtype)
+    for i, (dy, dx, mirror) in enumerate(params.tolist()):
+        crop = padded[i, dy : dy + h, dx : dx + w]
+        out[i] = crop.flip(1) if mirror else crop
     return out
 
 

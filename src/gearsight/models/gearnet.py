@@ -13,20 +13,32 @@ Design (each choice measured on the gear split, 2-core CPU; see docs/BENCHMARKS.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
 from gearsight.models import register_model
 
 
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """batch: BatchNorm (default, fastest to train). group: GroupNorm, per-image statistics, so a
+    data-parallel run computes exactly what one process would (SyncBatchNorm is GPU-only)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(8, channels), channels)
+    raise ValueError(f"unknown norm {kind!r} (batch or group)")
+
+
 class ConvBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int):
+    def __init__(self, c_in: int, c_out: int, norm: str = "batch"):
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
         self.pool = nn.MaxPool2d(2)
-        self.bn1 = nn.BatchNorm2d(c_out)
+        self.bn1 = make_norm(norm, c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
+        self.bn2 = make_norm(norm, c_out)
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -34,24 +46,24 @@ class ConvBlock(nn.Module):
         return x + self.act(self.bn2(self.conv2(x)))
 
 
-def make_stem(kind: str, width: int) -> nn.Sequential:
+def make_stem(kind: str, width: int, norm: str = "batch") -> nn.Sequential:
     """Halve the resolution first. patch: 2x2 conv, stride 2; conv: 3x3 conv at full size + maxpool."""
     if kind == "patch":
-        return nn.Sequential(nn.Conv2d(3, width, 2, stride=2, bias=False), nn.BatchNorm2d(width), nn.GELU())
+        return nn.Sequential(nn.Conv2d(3, width, 2, stride=2, bias=False), make_norm(norm, width), nn.GELU())
     if kind == "conv":
         return nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), nn.MaxPool2d(2),
-                             nn.BatchNorm2d(width), nn.GELU())
+                             make_norm(norm, width), nn.GELU())
     raise ValueError(f"unknown stem {kind!r} (patch or conv)")
 
 
 class GearNet(nn.Module):
     def __init__(self, num_classes: int, widths: tuple[int, ...] = (32, 64, 128), stem: int = 24,
-                 stem_kind: str = "patch"):
+                 stem_kind: str = "patch", norm: str = "batch"):
         super().__init__()
-        self.stem = make_stem(stem_kind, stem)
+        self.stem = make_stem(stem_kind, stem, norm)
         blocks, c = [], stem
         for w in widths:
-            blocks.append(ConvBlock(c, w))
+            blocks.append(ConvBlock(c, w, norm))
             c = w
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Linear(c, num_classes)
@@ -64,5 +76,6 @@ class GearNet(nn.Module):
 
 
 @register_model("gearnet")
-def create_gearnet(num_classes: int, widths=(32, 64, 128), stem: int = 24, stem_kind: str = "patch") -> GearNet:
-    return GearNet(num_classes, tuple(widths), stem, stem_kind)
+def create_gearnet(num_classes: int, widths=(32, 64, 128), stem: int = 24, stem_kind: str = "patch",
+                   norm: str = "batch") -> GearNet:
+    return GearNet(num_classes, tuple(widths), stem, stem_kind, norm)
