@@ -126,3 +126,17 @@ def test_resume_after_kill_finishes_the_same_run(trained, tmp_path):
 def _epochs_logged(run: Path) -> int:
     path = run / "metrics.csv"
     return max(0, len(path.read_text().splitlines()) - 1) if path.is_file() else 0
+
+
+def test_pack_to_ctf_then_train_from_ctf(subset_csv, tmp_path):
+    """The CNTK data-packing path: images -> CTF text -> training straight from the CTF files."""
+    out = tmp_path / "gear.ctf"
+    proc = run_cli("pack", subset_csv, out, "--format", "ctf", "--size", "24", "--quiet")
+    assert "gear.train.ctf" in proc.stdout
+    lines = out.read_text().splitlines()
+    assert len(lines) == len(subset_csv.read_text().splitlines()) - 1 and lines[0].startswith("|labels ") and "|features " in lines[0]
+    assert len(lines[0].split("|features ")[1].split()) == 24 * 24 * 3
+    run_cli("train", tmp_path / "gear.train.ctf", "--val", tmp_path / "gear.val.ctf", "--image-shape", "24,24,3",
+            "--out", tmp_path / "run", "--epochs", "2", "--batch-size", "32", "--quiet")
+    clf = gearsight.load(tmp_path / "run" / "model.safetensors")
+    assert clf.classes == list(CLASSES) and clf.spec.input_size == 24

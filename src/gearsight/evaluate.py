@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -23,7 +24,7 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 REPORT_NAME = "report.json"
 TOP_K = 5
 TERMINAL_WIDTH = 100
-_METRICS = ("precision", "recall", "f1")
+MAX_PRINTED_CLASSES = 30
 
 
 def _check_inputs(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str],
@@ -114,49 +115,71 @@ def abbreviate(names: Sequence[str], width: int) -> list[str]:
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:6.2f}%"
+    return f"{100 * x:.2f}%"
 
 
 def _per_class_table(report: dict) -> list[str]:
     w = max(12, *(len(c) for c in report["classes"]))
-    lines = [f"{'class':<{w}}  {'support':>7}  {'accuracy':>8}  {'precision':>9}  {'recall':>7}  {'f1':>7}"]
+    lines = [f"{'class':<{w}}  {'support':>7}  {'accuracy':>8}  {'precision':>9}  {'recall':>8}  {'f1':>8}"]
     rows = [(name, report["per_class"][name]) for name in report["classes"]]
     rows += [("macro avg", report["macro_avg"]), ("weighted avg", report["weighted_avg"])]
     for i, (name, r) in enumerate(rows):
         if i == len(report["classes"]):
             lines.append("-" * len(lines[0]))
-        acc = _pct(r["accuracy"]) if "accuracy" in r else ""
+        acc = _pct(r["accuracy"]) if "accuracy" in r else ""  # the averages have no accuracy of their own
         lines.append(f"{name:<{w}}  {r['support']:>7}  {acc:>8}  {_pct(r['precision']):>9}  "
-                     f"{r['recall']:>7.4f}  {r['f1']:>7.4f}")
+                     f"{_pct(r['recall']):>8}  {_pct(r['f1']):>8}")
     return lines
 
 
 def _confusion_table(report: dict, width: int) -> list[str]:
     classes, cm = report["classes"], np.asarray(report["confusion_matrix"])
+    n = len(classes)
+    digits = len(str(int(cm.max())))
     label_w = min(20, max(len(c) for c in classes))
-    digits = len(str(int(cm.max()))) if cm.size else 1
-    # Widest cells (<= 8) that fit every column in the terminal; below that, wrap columns into blocks.
-    cell = max(digits, 3, min(8, (width - label_w) // len(classes) - 1))
+    # Widest cells (<= 8 chars) that fit every column in the terminal; below that, wrap into blocks.
+    cell = max(digits, 3, min(8, (width - label_w) // n - 1))
     heads = abbreviate(classes, cell)
+    row_names = [c[:label_w] for c in classes]
+    if all(h == str(i) for i, h in enumerate(heads)):  # columns are numbered: number the rows too
+        row_names = [f"{i:>{len(str(n - 1))}} {name}" for i, name in enumerate(row_names)]
+        label_w = max(map(len, row_names))
     per_block = max(1, (width - label_w) // (cell + 1))
     lines = ["Confusion matrix (rows = true class, columns = predicted):"]
-    for start in range(0, len(classes), per_block):
-        cols = range(start, min(start + per_block, len(classes)))
-        lines.append(f"{'':<{label_w}}" + "".join(f" {heads[j]:>{cell}}" for j in cols))
-        for i, name in enumerate(classes):
-            lines.append(f"{name[:label_w]:<{label_w}}" + "".join(f" {cm[i, j]:>{cell}}" for j in cols))
-    renamed = [f"{h}={c}" for h, c in zip(heads, classes) if h != c]
+    for start in range(0, n, per_block):
+        cols = range(start, min(start + per_block, n))
+        lines.append(" " * label_w + "".join(f" {heads[j]:>{cell}}" for j in cols))
+        lines += [f"{name:<{label_w}}" + "".join(f" {cm[i, j]:>{cell}}" for j in cols)
+                  for i, name in enumerate(row_names)]
+    renamed = [f"{h}={c}" for h, c in zip(heads, classes) if h != c and h != str(classes.index(c))]
     if renamed:
-        lines.append("columns: " + ", ".join(renamed))
+        lines += textwrap.wrap("columns: " + ", ".join(renamed), width, subsequent_indent="  ")
     return lines
 
 
+def _top_confusions(report: dict, limit: int = 10) -> list[str]:
+    classes, cm = report["classes"], np.array(report["confusion_matrix"])
+    np.fill_diagonal(cm, 0)
+    pairs = sorted(zip(*np.nonzero(cm)), key=lambda ij: (-cm[ij], ij))[:limit]
+    if not pairs:
+        return ["No confusions."]
+    return [f"Most frequent confusions (true -> predicted), {len(pairs)} of {np.count_nonzero(cm)}:",
+            *(f"  {cm[i, j]:>5}  {classes[i]} -> {classes[j]}" for i, j in pairs)]
+
+
 def format_report(report: dict, width: int = TERMINAL_WIDTH) -> str:
-    """Plain-text tables: overall accuracy, per-class metrics, confusion matrix (fits ``width`` cols)."""
-    head = f"accuracy {_pct(report['accuracy']).strip()}  ({report['n'] - report['n_errors']}/{report['n']} correct)"
+    """Plain-text tables for a terminal ``width`` columns wide: overall accuracy, per-class metrics,
+    the confusion matrix (up to MAX_PRINTED_CLASSES classes; more is unreadable as text, so the
+    console then points to report.json / confusion.png) and the most frequent confusions."""
+    n_cls = len(report["classes"])
+    head = f"accuracy {_pct(report['accuracy'])}  ({report['n'] - report['n_errors']}/{report['n']} correct)"
     if "top5_accuracy" in report:
-        head += f"   top-{min(TOP_K, len(report['classes']))} {_pct(report['top5_accuracy']).strip()}"
-    return "\n".join([head, "", *_per_class_table(report), "", *_confusion_table(report, width)]) + "\n"
+        head += f"   top-{min(TOP_K, n_cls)} accuracy {_pct(report['top5_accuracy'])}"
+    if n_cls <= MAX_PRINTED_CLASSES:
+        matrix = _confusion_table(report, width)
+    else:
+        matrix = [f"Confusion matrix ({n_cls} classes) not printed: see {REPORT_NAME} and confusion.png."]
+    return "\n".join([head, "", *_per_class_table(report), "", *matrix, "", *_top_confusions(report)]) + "\n"
 
 
 def write_report(report: dict, out_dir: str | Path) -> Path:

@@ -45,19 +45,32 @@ def report_counts(meta: dict) -> None:
 
 
 def _pack_ctf(args, fractions) -> int:
+    """Write OUT.ctf (every sample) plus OUT.<split>.ctf per split and OUT.classes.txt."""
     import tempfile
+    from pathlib import Path
 
     import numpy as np
 
     from gearsight.data import ctf
     from gearsight.workflow import pack_source
 
+    out = Path(args.out)
     # Decode through the packed writer (same skip/report rules), then write its pixels as CTF.
     with tempfile.TemporaryDirectory() as tmp:
         meta = pack_source(args.source, tmp, args.size, args.resize, args.fill, fractions, args.seed,
                            workers=args.workers or None, progress=not args.quiet)
-        images = np.load(f"{tmp}/images.npy")
-        labels = np.load(f"{tmp}/labels.npy")
-        ctf.write_ctf(args.out, images, labels, num_classes=len(meta["classes"]))
+        images, labels = np.load(f"{tmp}/images.npy"), np.load(f"{tmp}/labels.npy")
+        splits = np.load(f"{tmp}/splits.npy")
+    n_classes = len(meta["classes"])
+    ctf.write_ctf(out, images, labels, num_classes=n_classes)
+    written = [out]
+    for code, name in enumerate(meta["splits"]):
+        mask = splits == code
+        if mask.any():
+            path = out.with_suffix(f".{name}.ctf")
+            ctf.write_ctf(path, images[mask], labels[mask], num_classes=n_classes)
+            written.append(path)
+    out.with_suffix(".classes.txt").write_text("\n".join(meta["classes"]) + "\n")
     report_counts(meta)
+    print("wrote " + ", ".join(str(p) for p in written) + f" ({args.size}x{args.size}x3, CHW order)")
     return 0

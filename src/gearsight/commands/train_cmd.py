@@ -7,10 +7,15 @@ import argparse
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a CNN on packed data",
                               description="Train; the best model by val accuracy goes to RUN/model.safetensors.")
-    p.add_argument("data", help="packed dataset folder (from `gearsight pack`)")
+    p.add_argument("data", help="packed dataset folder (from `gearsight pack`), or a CTF file (.ctf)")
     p.add_argument("--out", required=True, help="run folder: model, metrics.csv, curves.png, config.yaml")
     p.add_argument("--config", help="YAML of training options (command-line flags override it)")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
+    c = p.add_argument_group("CTF input (when DATA is a .ctf file)")
+    c.add_argument("--val", help="CTF file of validation samples")
+    c.add_argument("--image-shape", default="32,32,3", help="H,W,C of the flattened |features (default 32,32,3)")
+    c.add_argument("--classes", help="class names: comma-separated, or a file with one per line "
+                   "(default: DATA's OUT.classes.txt from `pack --format ctf`, else 0..N-1)")
     m = p.add_argument_group("model")
     m.add_argument("--arch", help="architecture (default gearnet)")
     m.add_argument("--widths", type=lambda s: [int(v) for v in s.split(",")], help="channels per block, e.g. 32,64,128")
@@ -45,9 +50,30 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
     cfg.update(**{k: getattr(args, k) for k in OPTION_NAMES})
-    summary = train_packed(args.data, args.out, cfg, resume=args.resume, progress=not args.quiet)
+    if str(args.data).lower().endswith(".ctf"):
+        from gearsight.workflow import train_ctf
+
+        if not args.val:
+            raise ValueError("training from a CTF file needs --val VAL.ctf")
+        shape = tuple(int(v) for v in args.image_shape.split(","))
+        classes = _ctf_classes(args)
+        summary = train_ctf(args.data, args.val, args.out, shape, classes, cfg, args.resume, not args.quiet)
+    else:
+        summary = train_packed(args.data, args.out, cfg, resume=args.resume, progress=not args.quiet)
     if summary["world_size"] > 1 and int(__import__("os").environ.get("RANK", "0")) != 0:
         return 0
     print(f"best val accuracy {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}; "
           f"trained in {summary['train_seconds']:.1f} s; model: {summary['model']}")
     return 0
+
+
+def _ctf_classes(args) -> list[str] | None:
+    from pathlib import Path
+
+    if args.classes and Path(args.classes).is_file():
+        return Path(args.classes).read_text().split()
+    if args.classes:
+        return args.classes.split(",")
+    stem = Path(args.data).name.split(".")[0]
+    guess = Path(args.data).with_name(stem + ".classes.txt")
+    return guess.read_text().split() if guess.is_file() else None
