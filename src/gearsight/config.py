@@ -18,7 +18,7 @@ class TrainConfig:
     arch: str = "gearnet"
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])  # channels per block
     norm: str = "batch"  # "batch" or "group" (per-image statistics: data-parallel == one process)
-    stem: str = "patch"  # "patch" (2x2 stride-2 conv) or "conv" (3x3 conv + maxpool), see models/gearnet.py
+    stem: str = "conv"  # "conv" (3x3 conv + maxpool) or "patch" (2x2 stride-2 conv), see models/gearnet.py
     # schedule
     epochs: int = 40  # passes over the train split
     batch_size: int = 64  # images per step; small batches = more steps on a 1.5k-image set
@@ -26,6 +26,7 @@ class TrainConfig:
     momentum: float = 0.9  # Nesterov
     weight_decay: float = 5e-4  # L2, not applied to BN and bias parameters
     warmup: float = 0.2  # fraction of all steps spent ramping the lr up (one-cycle pct_start)
+    ema: float = 0.0  # per-step decay of an exponential moving average of the weights; 0 = off
     label_smoothing: float = 0.1  # fraction of target mass spread over the other classes
     # augmentation (on batched uint8, see data/transforms.py)
     flip: bool = True  # mirror left-right: gear is left/right symmetric in the catalog

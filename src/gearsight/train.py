@@ -54,8 +54,18 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
 
 
+def make_ema(model: nn.Module, decay: float):
+    """Weight EMA (torch.optim.swa_utils), buffers included so BN statistics follow; None if off."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def train_one_epoch(model, batches: Batches, optimizer, scheduler, epoch: int, cfg: TrainConfig,
-                    device: torch.device, progress: bool = True, dist_info: DistInfo = DistInfo()) -> dict:
+                    device: torch.device, progress: bool = True, dist_info: DistInfo = DistInfo(),
+                    ema=None) -> dict:
     model.train()
     loss_sum, correct, seen, data_time = 0.0, 0, 0, 0.0
     start = tick = time.perf_counter()
@@ -70,6 +80,8 @@ def train_one_epoch(model, batches: Batches, optimizer, scheduler, epoch: int, c
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         loss_sum += loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
@@ -123,18 +135,23 @@ def model_spec(cfg: TrainConfig, classes: list[str], size: int, resize: str, fil
                      extra=extra)
 
 
-def save_resume_state(path: Path, model, optimizer, scheduler, epoch: int, best: dict, cfg: TrainConfig) -> None:
+def save_resume_state(path: Path, model, optimizer, scheduler, epoch: int, best: dict, cfg: TrainConfig,
+                      ema=None) -> None:
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "epoch": epoch, "best": best, "config": asdict(cfg)}
+    if ema is not None:
+        state["ema"] = ema.state_dict()
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_resume_state(path: Path, model, optimizer, scheduler) -> tuple[int, dict]:
+def load_resume_state(path: Path, model, optimizer, scheduler, ema=None) -> tuple[int, dict]:
     # weights_only=True: tensors and plain containers only, no arbitrary unpickling.
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if ema is not None and "ema" in state:
+        ema.load_state_dict(state["ema"])
     return state["epoch"], state["best"]
 
 
@@ -156,10 +173,11 @@ def fit(train: Batches, val: Batches, classes: list[str], run_dir: str | Path, c
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * len(train), pct_start=cfg.warmup,
         anneal_strategy="linear", div_factor=10.0, final_div_factor=100.0, cycle_momentum=False)
+    ema = make_ema(model, cfg.ema)
     start_epoch, best = 0, {"val_acc": -1.0, "val_loss": math.inf, "epoch": -1}
     last_path = run_dir / "last.pt"
     if resume and last_path.is_file():
-        start_epoch, best = load_resume_state(last_path, model, optimizer, scheduler)
+        start_epoch, best = load_resume_state(last_path, model, optimizer, scheduler, ema)
         start_epoch += 1
         if info.is_main:
             print(f"resumed from {last_path} at epoch {start_epoch}")
@@ -174,8 +192,9 @@ def fit(train: Batches, val: Batches, classes: list[str], run_dir: str | Path, c
     for epoch in range(start_epoch, cfg.epochs):
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         row.update(train_one_epoch(net, train, optimizer, scheduler, epoch, cfg, device,
-                                   progress and info.is_main, info))
-        row.update(evaluate(model, val, device, cfg))
+                                   progress and info.is_main, info, ema))
+        best_net = ema.module if ema is not None else model  # the weights that get evaluated and saved
+        row.update(evaluate(best_net, val, device, cfg))
         # Ties go to the later epoch: the val split is small (189 gear photos, 1 image = 0.5%), and
         # with a one-cycle schedule a later epoch has seen a lower learning rate.
         improved = row["val_acc"] >= best["val_acc"]
@@ -185,8 +204,8 @@ def fit(train: Batches, val: Batches, classes: list[str], run_dir: str | Path, c
             if improved:
                 extra = {"best_epoch": epoch, "val_acc": row["val_acc"], "data": data_info or {},
                          "config": asdict(cfg), "world_size": info.world_size}
-                save_model(run_dir / "model.safetensors", model, model_spec(cfg, classes, size, resize, fill, extra))
-            save_resume_state(last_path, model, optimizer, scheduler, epoch, best, cfg)
+                save_model(run_dir / "model.safetensors", best_net, model_spec(cfg, classes, size, resize, fill, extra))
+            save_resume_state(last_path, model, optimizer, scheduler, epoch, best, cfg, ema)
             logger.log_epoch(row, improved)
         if cfg.patience and epoch - best["epoch"] >= cfg.patience:
             if info.is_main:

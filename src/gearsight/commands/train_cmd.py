@@ -27,6 +27,7 @@ def register(subparsers) -> None:
     s.add_argument("--lr", type=float, help="peak learning rate")
     s.add_argument("--weight-decay", type=float)
     s.add_argument("--label-smoothing", type=float)
+    s.add_argument("--ema", type=float, help="weight EMA decay per step (0 = off)")
     s.add_argument("--patience", type=int, help="early stop after N epochs without val improvement (0 = off)")
     a = p.add_argument_group("augmentation")
     a.add_argument("--translate", type=int, help="max random shift in pixels")
@@ -40,7 +41,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-OPTION_NAMES = ["arch", "widths", "stem", "norm", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "patience",
+OPTION_NAMES = ["arch", "widths", "stem", "norm", "epochs", "batch_size", "lr", "ema", "weight_decay", "label_smoothing", "patience",
                 "translate", "flip", "seed", "amp", "threads", "mlflow"]
 
 
