@@ -1,0 +1,87 @@
+"""``gearsight serve MODEL``: real-time scoring over HTTP (see docs/SERVING.md)."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from gearsight.serve.config import API_KEY_ENV, ServeConfig
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve", help="serve a model over HTTP (JSON, multipart, Open Inference Protocol v2, web page)",
+        description="Serve an exported .onnx model (or a .safetensors one, exported on the fly) with "
+        "ONNX Runtime behind FastAPI + uvicorn. The serving process does not import torch.",
+    )
+    p.add_argument("model", type=Path, help=".onnx from `gearsight export`, or a .safetensors model file")
+    d = ServeConfig(api_key=None)
+    net = p.add_argument_group("network")
+    net.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a container)")
+    net.add_argument("--port", type=int, default=8000)
+    net.add_argument("--api-key", default=None, help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV})")
+    net.add_argument("--access-log", action="store_true", help="log every request (costs latency)")
+    lim = p.add_argument_group("limits")
+    lim.add_argument("--max-body-mb", type=float, default=d.max_body_bytes / 2**20, help="largest request body, MiB")
+    lim.add_argument("--max-pixels", type=int, default=d.max_pixels, help="largest declared image, width*height")
+    lim.add_argument("--max-items", type=int, default=d.max_items, help="images or tensors in one request")
+    run = p.add_argument_group("model and batching")
+    run.add_argument("--name", default=None, help="model name in URLs (default: the file's stem)")
+    run.add_argument("--top-k", type=int, default=d.top_k, help="default predictions per image")
+    run.add_argument("--no-batching", dest="batching", action="store_false", help="one model run per request")
+    run.add_argument("--max-batch", type=int, default=d.max_batch, help="inputs per model run")
+    run.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help="longest wait to fill a batch, ms")
+    run.add_argument("--workers", type=int, default=d.workers, help="decode threads")
+    run.add_argument("--threads", type=int, default=d.threads, help="ONNX Runtime threads per model run")
+    p.set_defaults(func=serve)
+
+
+def _export_in_child(model: Path, out: Path) -> None:
+    """Export in a separate process so this one, which goes on to serve, never imports torch."""
+    proc = subprocess.run([sys.executable, "-m", "gearsight", "export", str(model), "--out", str(out)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ValueError(f"{model}: export to ONNX failed: {proc.stderr.strip().splitlines()[-1:]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gearsight.serve MODEL ...``: the serve command alone, without importing the other
+    subcommands (the slim container has no torch, and must not depend on their imports staying light)."""
+    parser = argparse.ArgumentParser(prog="gearsight-serve")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return serve(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"gearsight serve: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def serve(args: argparse.Namespace) -> int:
+    from gearsight.serve.app import run
+
+    if not args.model.is_file():
+        raise FileNotFoundError(f"model file not found: {args.model}")
+    for flag in ("max_body_mb", "max_pixels", "max_items", "top_k", "max_batch", "workers", "threads"):
+        if getattr(args, flag) <= 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    if args.max_wait_ms < 0:
+        raise ValueError(f"--max-wait-ms must be 0 or more, got {args.max_wait_ms}")
+    config = ServeConfig(
+        name=args.name or args.model.stem, max_body_bytes=int(args.max_body_mb * 2**20), max_pixels=args.max_pixels,
+        max_items=args.max_items, top_k=args.top_k, batching=args.batching, max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms, workers=args.workers, threads=args.threads,
+    )
+    if args.api_key:
+        config.api_key = args.api_key
+    if args.model.suffix != ".safetensors":
+        run(args.model, args.host, args.port, config, args.access_log)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="gearsight-serve-") as tmp:
+        onnx_path = Path(tmp) / f"{args.model.stem}.onnx"
+        print(f"exporting {args.model} to ONNX for serving...", file=sys.stderr)
+        _export_in_child(args.model, onnx_path)
+        run(onnx_path, args.host, args.port, config, args.access_log)
+    return 0
