@@ -33,7 +33,9 @@ class Batches:
 
     @classmethod
     def from_arrays(cls, images: np.ndarray, labels: np.ndarray, **kw) -> "Batches":
-        return cls(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels).long(), **kw)
+        # Copy read-only memory maps into RAM: torch tensors must be writable, and RAM is the point.
+        images = np.array(images) if not images.flags.writeable else np.ascontiguousarray(images)
+        return cls(torch.from_numpy(images), torch.from_numpy(np.asarray(labels)).long(), **kw)
 
     def __post_init__(self):
         # Pad the whole split once (a few MB) instead of every batch.
