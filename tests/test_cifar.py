@@ -256,3 +256,16 @@ def test_first_100_members_of_the_shared_jpeg_tar():
     with tarfile.open(tar_path) as tar:  # walk to the member: a lookup by name would index all 60k
         member = next(m for m in tar if m.name == "train/airplane/0000.jpg")
         assert train.sha256[0] == hashlib.sha256(tar.extractfile(member).read()).hexdigest()
+
+
+def test_pack_cli_recognises_a_cifar_tar_and_keeps_its_test_set(tmp_path):
+    from conftest import run_cli
+    from gearsight.data.pack import PackedDataset
+
+    tar = _jpeg_tar(tmp_path / "cifar.tar", n_train=10, n_test=3)
+    proc = run_cli("pack", tar, tmp_path / "packed", "--split", "0.8,0.2,0.0", "--quiet")
+    ds = PackedDataset(tmp_path / "packed")
+    n_classes = len(ds.classes)
+    assert len(ds.indices("test")) == 3 * n_classes  # CIFAR's own test set, not a random 20%
+    assert len(ds.indices("val")) == 2 * n_classes
+    assert ds.meta["counts"]["skipped"] >= 2 and "truncated" in proc.stdout  # bad members reported

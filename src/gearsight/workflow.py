@@ -15,12 +15,28 @@ from gearsight.config import TrainConfig
 
 def pack_source(source: str | Path, out: str | Path, size: int = 64, resize: str = "pad", fill: int = 255,
                 split=(0.7, 0.1, 0.2), seed: int = 0, workers: int | None = None, progress: bool = True) -> dict:
-    """Read a source (folder, CSV, map file), split it if it has no split, pack it. Returns meta."""
+    """Read a source (folder, CSV, map file, CIFAR-10 archive), split it if needed, pack it. Returns meta.
+
+    CIFAR-10 sources (the JPEG tar, cifar-10-python.tar.gz, cifar-10-batches-py/, Kaggle's layout)
+    keep their official test set; ``split[1]`` of the train set becomes val.
+    """
     from gearsight.data.pack import PackOptions, pack
     from gearsight.data.sources import read_source, stratified_split
 
+    if is_cifar_source(source):
+        from gearsight.data.cifar import write_packed_cifar
+
+        return write_packed_cifar(source, out, val_fraction=split[1], seed=seed, workers=workers)
+
     records = stratified_split(read_source(source), tuple(split), seed)
     return pack(records, out, PackOptions(size, resize, fill), workers=workers, progress=progress)
+
+
+def is_cifar_source(source: str | Path) -> bool:
+    source = Path(source)
+    name = source.name.lower()
+    return (name.endswith((".tar", ".tar.gz", ".tgz")) or name == "cifar-10-batches-py"
+            or (source / "cifar-10-batches-py").is_dir() or (source / "trainLabels.csv").is_file())
 
 
 def train_packed(data: str | Path, out: str | Path, cfg: TrainConfig | None = None, resume: bool = False,
