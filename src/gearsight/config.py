@@ -1,7 +1,8 @@
 """Training hyperparameters in one place, with their units. Dumped to RUN/config.yaml each run.
 
 Defaults are the gear recipe (64 px catalog photos, 1.5k training images, 2-core CPU); every value
-was chosen by measurement on the gear val split (bench/bench_gear_recipe.py, docs/BENCHMARKS.md).
+was chosen by measurement with TrainConfig overrides on the gear split (docs/BENCHMARKS.md,
+"How the recipe was chosen"; bench/bench_gear.py reruns the result).
 """
 from __future__ import annotations
 

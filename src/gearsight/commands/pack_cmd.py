@@ -73,5 +73,6 @@ def _pack_ctf(args, fractions) -> int:
             written.append(path)
     out.with_suffix(".classes.txt").write_text("\n".join(meta["classes"]) + "\n")
     report_counts(meta)
-    print("wrote " + ", ".join(str(p) for p in written) + f" ({args.size}x{args.size}x3, CHW order)")
+    size = meta["size"]  # CIFAR keeps its 32 px whatever --size says
+    print("wrote " + ", ".join(str(p) for p in written) + f" ({size}x{size}x3, CHW order)")
     return 0

@@ -5,7 +5,7 @@ import argparse
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a CNN on packed data",
+    p = subparsers.add_parser("train", help="train a CNN on packed data or CTF files",
                               description="Train; the best model by val accuracy goes to RUN/model.safetensors.")
     p.add_argument("data", help="packed dataset folder (from `gearsight pack`), or a CTF file (.ctf)")
     p.add_argument("--out", required=True, help="run folder: model, metrics.csv, curves.png, config.yaml")
@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     m.add_argument("--norm", choices=["batch", "group"], help="normalization layers (default batch)")
     m.add_argument("--stem", choices=["patch", "conv"], help="input stem (see models/gearnet.py)")
     s = p.add_argument_group("schedule")
-    s.add_argument("--epochs", type=int)
+    s.add_argument("--epochs", type=int, help="default 40 (see src/gearsight/config.py for every default)")
     s.add_argument("--batch-size", type=int)
     s.add_argument("--lr", type=float, help="peak learning rate")
     s.add_argument("--weight-decay", type=float)
@@ -30,12 +30,12 @@ def register(subparsers) -> None:
     s.add_argument("--ema", type=float, help="weight EMA decay per step (0 = off)")
     s.add_argument("--patience", type=int, help="early stop after N epochs without val improvement (0 = off)")
     a = p.add_argument_group("augmentation")
-    a.add_argument("--translate", type=int, help="max random shift in pixels")
-    a.add_argument("--no-flip", dest="flip", action="store_const", const=False)
+    a.add_argument("--translate", type=int, help="max random shift in pixels (default 4)")
+    a.add_argument("--no-flip", dest="flip", action="store_const", const=False, help="no random mirroring")
     r = p.add_argument_group("runtime")
-    r.add_argument("--seed", type=int)
-    r.add_argument("--amp", choices=["auto", "bf16", "off"])
-    r.add_argument("--threads", type=int)
+    r.add_argument("--seed", type=int, help="model init, batch order and augmentation seed (default 0)")
+    r.add_argument("--amp", choices=["auto", "bf16", "off"], help="bf16 autocast; auto = where the hardware has it")
+    r.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     r.add_argument("--mlflow", action="store_const", const=True, help="log to MLflow (sqlite store in RUN)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
