@@ -37,3 +37,12 @@ def test_gear_notebook_trains_and_shows_test_and_per_class_accuracy(tmp_path):
     for name in ("axes", "boots", "tents", "pulleys"):
         assert f"| {name} |" in text
     assert (tmp_path / "runs" / "gear" / "model.safetensors").is_file()
+
+
+def test_cifar10_notebook_trains_from_ctf_and_from_a_map_file(tmp_path):
+    require_dataset("cifar10")
+    nb = execute("cifar10.ipynb", tmp_path)
+    text = outputs_text(nb)
+    assert "CTF path: trained" in text and "map-file path: trained" in text
+    assert "precision" in text and "recall" in text  # the classification report
+    assert text.count("test accuracy") == 2
