@@ -46,3 +46,10 @@ def test_cifar10_notebook_trains_from_ctf_and_from_a_map_file(tmp_path):
     assert "CTF path: trained" in text and "map-file path: trained" in text
     assert "precision" in text and "recall" in text  # the classification report
     assert text.count("test accuracy") == 2
+
+
+def test_coco_notebook_compares_whole_images_with_object_crops(tmp_path):
+    require_dataset("coco128")
+    text = outputs_text(execute("coco.ipynb", tmp_path))
+    assert "(a) whole images:" in text and "(b) object crops:" in text
+    assert text.count("always guessing the largest class") == 2
