@@ -37,8 +37,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from gearsight.data.decode import DecodeError, decode_image
-from gearsight.data.pack import FORMAT, FORMAT_VERSION
+from gearsight.data.pack import FORMAT, FORMAT_VERSION, read_and_decode
 from gearsight.data.sources import IMAGE_SUFFIXES, SPLITS
 
 SIZE = 32
@@ -117,19 +116,10 @@ def safe_unpickle(data: bytes, source: str):
 
 def _decode_job(blob: bytes | str) -> tuple[np.ndarray | None, str, str]:
     """Worker: image bytes (or a file path) -> (32x32x3 pixels or None, sha256, reason or '')."""
-    if isinstance(blob, str):
-        try:
-            blob = Path(blob).read_bytes()
-        except OSError as exc:
-            return None, "", f"cannot read file ({exc.strerror or exc})"
-    digest = hashlib.sha256(blob).hexdigest()
-    try:
-        rgb = decode_image(blob)
-    except DecodeError as exc:
-        return None, digest, exc.reason
-    if rgb.shape != (SIZE, SIZE, 3):
+    rgb, digest, reason = read_and_decode(blob)
+    if rgb is not None and rgb.shape != (SIZE, SIZE, 3):
         return None, digest, f"image is {rgb.shape[1]}x{rgb.shape[0]}, not {SIZE}x{SIZE}"
-    return rgb, digest, ""
+    return rgb, digest, reason
 
 
 _MIN_PARALLEL = 1000  # fewer images are done faster in-process than a pool starts

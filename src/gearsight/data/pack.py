@@ -41,18 +41,29 @@ class PackOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
 
 
-def _decode_one(job: tuple[str, PackOptions]) -> tuple[np.ndarray | None, str, str]:
-    """Worker: file -> (pixels or None, sha256, error reason or '')."""
-    path, opts = job
+def read_and_decode(source: str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray | None, str, str]:
+    """A file path or its bytes -> (RGB pixels or None, sha256 of the bytes, reason or '').
+
+    The shared worker step of every packer: one bad file becomes a reason, never an exception.
+    """
+    if isinstance(source, str):
+        try:
+            source = Path(source).read_bytes()
+        except OSError as exc:
+            return None, "", f"cannot read file ({exc.strerror or exc})"
+    digest = hashlib.sha256(source).hexdigest()
     try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        return None, "", f"cannot read file ({exc.strerror or exc})"
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        rgb = decode_image(data, max_pixels=opts.max_pixels)
+        return decode_image(source, max_pixels=max_pixels), digest, ""
     except DecodeError as exc:
         return None, digest, exc.reason
+
+
+def _decode_one(job: tuple[str, PackOptions]) -> tuple[np.ndarray | None, str, str]:
+    """Worker: file -> (resized pixels or None, sha256, error reason or '')."""
+    path, opts = job
+    rgb, digest, reason = read_and_decode(path, opts.max_pixels)
+    if rgb is None:
+        return None, digest, reason
     return fit_square(rgb, opts.size, opts.resize, opts.fill), digest, ""
 
 
