@@ -27,13 +27,19 @@ class TrainConfig:
     momentum: float = 0.9  # Nesterov
     weight_decay: float = 5e-4  # L2, not applied to BN and bias parameters
     warmup: float = 0.2  # fraction of all steps spent ramping the lr up (one-cycle pct_start)
+    lr_start: float = 0.1  # lr at step 0, as a fraction of the peak (linear ramp to the peak)...
+    lr_end: float = 0.001  # ...and at the last step (linear decay from the peak)
+    bias_lr_scale: float = 1.0  # lr multiplier for 1-d parameters (BN/conv biases); see make_optimizer
+    lookahead: bool = False  # airbench's lookahead: every 5 steps pull the weights to a slow average
     ema: float = 0.0  # per-step decay of an exponential moving average of the weights; 0 = off
     label_smoothing: float = 0.1  # fraction of target mass spread over the other classes
     # augmentation (on batched uint8, see data/transforms.py)
     flip: bool = True  # mirror left-right: gear is left/right symmetric in the catalog
     translate: int = 4  # max shift, pixels at input resolution (64 px -> 6%)
+    translate_pad: str = "fill"  # border revealed by a shift: "fill" (the pack's fill) or "reflect"
     # evaluation / stopping
     tta: bool = True  # average logits of image and mirror at evaluation
+    tta_translate: int = 0  # also average over 2 copies shifted by +-N px (airbench's TTA level 2); 0 = off
     patience: int = 0  # stop after this many epochs without a better val accuracy; 0 = never
     # runtime
     amp: str = "auto"  # "auto" (bf16 where the hardware has it), "bf16", or "off"

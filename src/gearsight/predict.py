@@ -19,6 +19,7 @@ from gearsight.checkpoint import ModelSpec, load_model
 from gearsight.data.decode import decode_image, to_rgb
 from gearsight.data.resize import fit_square
 from gearsight.data.transforms import to_model_input
+from gearsight.tta import tta_logits
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]
 
@@ -66,6 +67,11 @@ class Classifier:
     def classes(self) -> list[str]:
         return self.spec.classes
 
+    @property
+    def tta_translate(self) -> int:
+        """The shift TTA the model was validated with (airbench's level 2; 0 for most models)."""
+        return int(self.spec.extra.get("config", {}).get("tta_translate", 0))
+
     @torch.no_grad()
     def predict_proba(self, items: Sequence[ImageLike], tta: bool = True, batch_size: int = 128) -> np.ndarray:
         """(N, classes) probabilities; ``tta`` averages the image and its mirror, as in evaluation."""
@@ -77,13 +83,15 @@ class Classifier:
 
     @torch.no_grad()
     def predict_packed(self, images: np.ndarray, tta: bool = True, batch_size: int = 256) -> np.ndarray:
-        """Probabilities for already packed uint8 NHWC images (same size and resize as the model)."""
+        """Probabilities for already packed uint8 NHWC images (same size and resize as the model).
+
+        ``tta``: the test-time augmentation of training's validation (gearsight/tta.py)."""
         out = []
         for start in range(0, len(images), batch_size):
             x = to_model_input(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])),
                                self.spec.mean, self.spec.std)
-            logits = self.model(x) + self.model(x.flip(3)) if tta else self.model(x)
-            out.append(torch.softmax(logits / (2 if tta else 1), dim=1).numpy())
+            logits = tta_logits(self.model, x, flip=tta, translate=self.tta_translate if tta else 0)
+            out.append(torch.softmax(logits, dim=1).numpy())
         return np.concatenate(out)
 
     def predict(self, x: ImageLike | Sequence[ImageLike], top_k: int = 5):

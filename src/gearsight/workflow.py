@@ -78,11 +78,13 @@ def train_arrays(train: tuple, val: tuple, classes: list[str], out: str | Path, 
     cfg = (cfg or TrainConfig()).update(**overrides)
     common = dict(mean=cfg.mean, std=cfg.std, seed=cfg.seed)
     train_b = Batches.from_arrays(*train, batch_size=cfg.batch_size, shuffle=True, augment=True,
-                                  flip=cfg.flip, translate=cfg.translate, fill=fill, drop_last=True, **common)
+                                  flip=cfg.flip, translate=cfg.translate, fill=fill, pad_mode=cfg.translate_pad,
+                                  drop_last=True, **common)
     val_b = Batches.from_arrays(*val, batch_size=256, **common)
-    if len(train_b) == 0 or len(val_b.labels) == 0:
-        raise ValueError(f"need at least {cfg.batch_size} train and 1 val images "
-                         f"(have {len(train_b.labels)} and {len(val_b.labels)})")
+    if len(train_b) == 0:
+        raise ValueError(f"need at least {cfg.batch_size} train images (have {len(train_b.labels)})")
+    if len(val_b.labels) == 0 and int(os.environ.get("RANK", "0")) == 0:
+        print("no val images: no per-epoch validation, the last epoch's model is kept")
     size = train[0].shape[1]
     if int(os.environ.get("RANK", "0")) == 0:  # once, not per torchrun process
         print(f"train {len(train_b.labels)} / val {len(val_b.labels)} images, {len(classes)} classes, "

@@ -1,4 +1,4 @@
-"""``gearsight detect {train,evaluate,predict,convert}``: Faster R-CNN on COCO json or Pascal VOC data."""
+"""``gearsight detect {train,evaluate,predict,export,convert}``: Faster R-CNN on COCO json or Pascal VOC data."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +17,7 @@ def register(subparsers) -> None:
     _register_train(sub)
     _register_evaluate(sub)
     _register_predict(sub)
+    _register_export(sub)
     _register_convert(sub)
 
 
@@ -95,6 +96,15 @@ def _register_predict(sub) -> None:
     p.add_argument("--min-score", type=float, default=0.5)
     p.add_argument("--draw", type=Path, default=None, metavar="DIR", help="also save each image with its boxes")
     p.set_defaults(func=run_predict)
+
+
+def _register_export(sub) -> None:
+    p = sub.add_parser("export", help="write a detector as ONNX, for `gearsight serve --detector`",
+                       description="Export the whole Faster R-CNN (pre- and postprocessing included) to ONNX; "
+                       "the output is checked against PyTorch before it is kept.")
+    p.add_argument("model", type=Path, help="detector model file (.safetensors)")
+    p.add_argument("--out", type=Path, required=True, help="output .onnx")
+    p.set_defaults(func=run_export)
 
 
 def _register_convert(sub) -> None:
@@ -210,6 +220,16 @@ def _draw_one(path: Path, result: dict, classes: list[str], out_dir: Path) -> No
     drawn = draw_boxes(decode_image(path), result["boxes"], labels, classes, result["scores"])
     out_dir.mkdir(parents=True, exist_ok=True)
     Image.fromarray(drawn).save(out_dir / f"{path.stem}.png")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from gearsight.detect.export import export_detector
+
+    if not args.model.is_file():
+        raise FileNotFoundError(f"model file not found: {args.model}")
+    path = export_detector(args.model, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB), outputs match PyTorch")
+    return 0
 
 
 def run_convert(args: argparse.Namespace) -> int:

@@ -17,6 +17,9 @@ def register(subparsers) -> None:
         "ONNX Runtime behind FastAPI + uvicorn. The serving process does not import torch.",
     )
     p.add_argument("model", type=Path, help=".onnx from `gearsight export`, or a .safetensors model file")
+    p.add_argument("--detector", type=Path, default=None,
+                   help="also serve POST /detect with this detector (.onnx from `gearsight detect export`, "
+                   "or its .safetensors, exported on the fly)")
     d = ServeConfig(api_key=None)
     net = p.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a container)")
@@ -38,9 +41,10 @@ def register(subparsers) -> None:
     p.set_defaults(func=serve)
 
 
-def _export_in_child(model: Path, out: Path) -> None:
+def _export_in_child(model: Path, out: Path, detector: bool = False) -> None:
     """Export in a separate process so this one, which goes on to serve, never imports torch."""
-    proc = subprocess.run([sys.executable, "-m", "gearsight", "export", str(model), "--out", str(out)],
+    command = ["detect", "export"] if detector else ["export"]
+    proc = subprocess.run([sys.executable, "-m", "gearsight", *command, str(model), "--out", str(out)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise ValueError(f"{model}: export to ONNX failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -76,12 +80,17 @@ def serve(args: argparse.Namespace) -> int:
     )
     if args.api_key:
         config.api_key = args.api_key
-    if args.model.suffix != ".safetensors":
-        run(args.model, args.host, args.port, config, args.access_log)
-        return 0
+    if args.detector is not None and not args.detector.is_file():
+        raise FileNotFoundError(f"detector file not found: {args.detector}")
     with tempfile.TemporaryDirectory(prefix="gearsight-serve-") as tmp:
-        onnx_path = Path(tmp) / f"{args.model.stem}.onnx"
-        print(f"exporting {args.model} to ONNX for serving...", file=sys.stderr)
-        _export_in_child(args.model, onnx_path)
-        run(onnx_path, args.host, args.port, config, args.access_log)
+        model, detector = args.model, args.detector
+        if model.suffix == ".safetensors":
+            print(f"exporting {model} to ONNX for serving...", file=sys.stderr)
+            _export_in_child(model, Path(tmp) / f"{model.stem}.onnx")
+            model = Path(tmp) / f"{model.stem}.onnx"
+        if detector is not None and detector.suffix == ".safetensors":
+            print(f"exporting {detector} to ONNX for serving...", file=sys.stderr)
+            _export_in_child(detector, Path(tmp) / f"{detector.stem}.onnx", detector=True)
+            detector = Path(tmp) / f"{detector.stem}.onnx"
+        run(model, args.host, args.port, config, args.access_log, detector)
     return 0

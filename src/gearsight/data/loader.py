@@ -26,6 +26,7 @@ class Batches:
     flip: bool = True
     translate: int = 0
     fill: int = 255
+    pad_mode: str = "fill"  # "fill" or "reflect", see transforms.pad_images
     drop_last: bool = False
     seed: int = 0
     rank: int = 0  # data-parallel shard of this process
@@ -39,7 +40,7 @@ class Batches:
 
     def __post_init__(self):
         # Pad the whole split once (a few MB) instead of every batch.
-        self._padded = pad_images(self.images, self.translate, self.fill) if self.augment else None
+        self._padded = pad_images(self.images, self.translate, self.fill, self.pad_mode) if self.augment else None
 
     def __len__(self) -> int:
         n = len(self.labels)

@@ -11,8 +11,18 @@ from __future__ import annotations
 import torch
 
 
-def pad_images(images: torch.Tensor, pad: int, fill: int = 255) -> torch.Tensor:
-    """NHWC batch -> NHWC batch with a ``pad``-pixel ``fill`` border (done once per dataset)."""
+def pad_images(images: torch.Tensor, pad: int, fill: int = 255, mode: str = "fill") -> torch.Tensor:
+    """NHWC batch -> NHWC batch with a ``pad``-pixel border (done once per dataset).
+
+    mode "fill": constant ``fill`` (gear: the catalog's white); "reflect": mirrored edge pixels
+    (CIFAR: objects fill the frame, and a black border is a cue the test images never show).
+    """
+    if mode == "reflect":
+        import numpy as np
+
+        return torch.from_numpy(np.pad(images.numpy(), ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect"))
+    if mode != "fill":
+        raise ValueError(f"unknown pad mode {mode!r} (fill or reflect)")
     n, h, w, c = images.shape
     padded = torch.full((n, h + 2 * pad, w + 2 * pad, c), fill, dtype=images.dtype)
     padded[:, pad : pad + h, pad : pad + w] = images

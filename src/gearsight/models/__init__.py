@@ -29,4 +29,4 @@ def create_model(name: str, num_classes: int, **config) -> nn.Module:
     return _REGISTRY[name](num_classes=num_classes, **config)
 
 
-from gearsight.models import gearnet  # noqa: E402,F401  (registers its models)
+from gearsight.models import airnet, gearnet  # noqa: E402,F401  (registers their models)

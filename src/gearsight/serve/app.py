@@ -22,7 +22,8 @@ from gearsight.serve.guards import ApiKeyMiddleware, BodyLimitMiddleware
 from gearsight.serve.metrics import Metrics, MetricsMiddleware
 from gearsight.serve.model import OnnxModel
 from gearsight.serve.preprocess import Preprocessor
-from gearsight.serve import routes, v2
+from gearsight.serve import detect_routes, routes, v2
+from gearsight.serve.detector import OnnxDetector
 from gearsight.serve.routes import Service, json_response
 
 log = logging.getLogger("gearsight.serve")
@@ -50,10 +51,14 @@ def _error_handlers(app: FastAPI) -> None:
         return json_response({"error": f"internal error ({type(exc).__name__})"}, 500)
 
 
-def create_app(model: str | os.PathLike | OnnxModel, config: ServeConfig | None = None) -> FastAPI:
+def create_app(model: str | os.PathLike | OnnxModel, config: ServeConfig | None = None,
+               detector: str | os.PathLike | OnnxDetector | None = None) -> FastAPI:
+    """``detector``: an exported detector .onnx (``gearsight detect export``) adds POST /detect."""
     config = config or ServeConfig()
     if not isinstance(model, OnnxModel):
         model = OnnxModel(model, config.name, config.threads)
+    if detector is not None and not isinstance(detector, OnnxDetector):
+        detector = OnnxDetector(detector, config.threads)
     metrics = Metrics(model.name, model.version)
     engine = Engine(model, batching=config.batching, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms,
                     workers=config.workers, on_batch=metrics.observe_batch)
@@ -66,9 +71,10 @@ def create_app(model: str | os.PathLike | OnnxModel, config: ServeConfig | None 
 
     # No /docs or /redoc: they load their JavaScript from a CDN; the API is documented in docs/SERVING.md.
     app = FastAPI(title="gearsight scoring", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.service = Service(model, Preprocessor(model.spec, config.max_pixels), engine, metrics, config)
+    app.state.service = Service(model, Preprocessor(model.spec, config.max_pixels), engine, metrics, config, detector)
     app.include_router(routes.router)
     app.include_router(v2.router)
+    app.include_router(detect_routes.router)
     _error_handlers(app)
     # add_middleware puts each new one outermost: metrics sees the guards' 401/413 answers too.
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
@@ -79,12 +85,12 @@ def create_app(model: str | os.PathLike | OnnxModel, config: ServeConfig | None 
 
 
 def run(model: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, config: ServeConfig | None = None,
-        access_log: bool = False) -> None:
+        access_log: bool = False, detector: str | os.PathLike | None = None) -> None:
     import uvicorn
     from PIL import Image
 
     # Our max_pixels check runs before decoding; Pillow's own bomb warning (at 89 MP) is log noise.
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-    app = create_app(model, config)
+    app = create_app(model, config, detector)
     # Access logs cost ~0.1 ms a request on a 2-core box; /metrics counts requests instead.
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")

@@ -20,3 +20,4 @@ class ServeConfig:
     max_wait_ms: float = 2.0  # longest a batch waits for requests still being decoded
     workers: int = 2  # decode threads (Pillow releases the GIL): one per core
     threads: int = 1  # ONNX Runtime intra-op threads per run
+    detect_min_score: float = 0.3  # /detect drops weaker boxes; ?min_score=N overrides

@@ -15,6 +15,7 @@ from gearsight.serve.config import ServeConfig
 from gearsight.serve.engine import Engine
 from gearsight.serve.errors import RequestError
 from gearsight.serve.metrics import Metrics
+from gearsight.serve.detector import OnnxDetector
 from gearsight.serve.model import OnnxModel
 from gearsight.serve.parse import parse_score
 from gearsight.serve.preprocess import Preprocessor
@@ -32,6 +33,7 @@ class Service:
     engine: Engine
     metrics: Metrics
     config: ServeConfig
+    detector: "OnnxDetector | None" = None  # POST /detect, when started with --detector
 
 
 def service(request: Request) -> Service:
@@ -114,6 +116,9 @@ async def metadata(request: Request) -> Response:
         "limits": {"max_body_bytes": cfg.max_body_bytes, "max_pixels": cfg.max_pixels, "max_items": cfg.max_items},
         "batching": {"enabled": cfg.batching, "max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms},
         "gearsight_version": __version__,
+        "detector": None if svc.detector is None else {
+            "name": svc.detector.name, "version": svc.detector.version, "arch": svc.detector.spec.arch,
+            "classes": svc.detector.classes, "min_score": cfg.detect_min_score},
     })
 
 
