@@ -195,3 +195,35 @@ def test_sample_rng_is_what_items_use(mapped):
     ds.epoch = 2
     expected = _augmenting()(ds.decode(1), sample_rng(11, 1, 2))
     assert ds[1][0].equal(expected)
+
+
+def test_train_cli_reads_map_files_with_transforms_and_reports_a_bad_image(tmp_path):
+    """`gearsight train train_map.txt --val val_map.txt --transforms ...`: CNTK's deserializer path,
+    in a real subprocess, on real PNG files of two colour classes (learnable in one epoch)."""
+    rng = np.random.default_rng(0)
+    lines = {"train": [], "val": []}
+    for split, n in (("train", 64), ("val", 16)):
+        for i in range(n):
+            label = i % 2
+            base = np.array([200, 40, 40] if label else [40, 40, 200])
+            pixels = np.clip(base + rng.integers(-30, 30, (24, 28, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / f"{split}{i}.png")
+            lines[split].append(f"{split}{i}.png\t{label}")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    lines["train"].append("broken.png\t1")
+    for split in lines:
+        (tmp_path / f"{split}_map.txt").write_text("\n".join(lines[split]) + "\n")
+    transforms = ('transforms = ({type = "Crop"; cropType = "RandomSide"; sideRatio = 0.8:1.0} : '
+                  '{type = "Scale"; width = 16; height = 16; channels = 3})')
+    from conftest import run_cli
+
+    proc = run_cli("train", tmp_path / "train_map.txt", "--val", tmp_path / "val_map.txt", "--transforms", transforms,
+                   "--classes", "blue,red", "--out", tmp_path / "run", "--epochs", "2", "--batch-size", "16",
+                   "--widths", "8,16,16", "--workers", "0", "--quiet")
+    assert "train 65 / val 16 map-file images, 2 classes, 16px after transforms" in proc.stdout
+    assert "skipped 1 undecodable image" in proc.stderr
+    assert f"skipped {tmp_path / 'train_map.txt'}, line 65: {tmp_path / 'broken.png'}" in proc.stderr
+    from gearsight.checkpoint import read_spec
+
+    spec = read_spec(tmp_path / "run" / "model.safetensors")
+    assert spec.classes == ["blue", "red"] and spec.input_size == 16 and spec.extra["val_acc"] >= 0.9

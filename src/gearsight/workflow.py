@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from gearsight.config import TrainConfig
@@ -66,6 +67,40 @@ def train_ctf(train_file: str | Path, val_file: str | Path, out: str | Path, ima
     classes = classes or [str(i) for i in range(n_classes)]
     return train_arrays(train, val, classes, out, cfg, resume, progress, resize="stretch", fill=0,
                         data_info={"train": str(train_file), "val": str(val_file)}, **overrides)
+
+
+def train_mapfile(train_map: str | Path, val_map: str | Path, out: str | Path, transforms=None,
+                  val_transforms=None, classes: list[str] | None = None, cfg: TrainConfig | None = None,
+                  resume: bool = False, progress: bool = True, workers: int = 2, **overrides) -> dict:
+    """Train straight from CNTK map files (``path<TAB>label``), decoding and transforming every epoch.
+
+    ``transforms``: CNTK config text, a list of ``{type = ...}`` dicts or a Pipeline (docs/MAPFILE.md);
+    it must end in a fixed size (a Scale). ``val_transforms`` defaults to ``transforms`` without the
+    random parts being re-drawn per epoch (seeded per image). Packed data trains ~12x faster; this is
+    CNTK's image-deserializer path, for data that changes or does not fit a pack.
+    """
+    from gearsight.data.loader import MapFileBatches
+    from gearsight.data.mapfile import MapFileDataset
+    from gearsight.train import fit
+
+    cfg = (cfg or TrainConfig()).update(**overrides)
+    train_ds = MapFileDataset(train_map, transforms, seed=cfg.seed)
+    val_ds = MapFileDataset(val_map, val_transforms if val_transforms is not None else transforms, seed=cfg.seed)
+    n_classes = int(max(train_ds.labels.max(), val_ds.labels.max())) + 1
+    classes = classes or [str(i) for i in range(n_classes)]
+    common = dict(mean=cfg.mean, std=cfg.std, seed=cfg.seed, workers=workers)
+    train_b = MapFileBatches(train_ds, cfg.batch_size, shuffle=True, drop_last=True, **common)
+    val_b = MapFileBatches(val_ds, 256, **common)
+    size = int(next(val_b.epoch(0))[0].shape[-1])
+    print(f"train {len(train_b.labels)} / val {len(val_b.labels)} map-file images, {len(classes)} classes, "
+          f"{size}px after transforms; {cfg.epochs} epochs of {len(train_b)} steps")
+    summary = fit(train_b, val_b, classes, out, cfg, size=size, resize="stretch", fill=0, resume=resume,
+                  progress=progress, data_info={"train": str(train_map), "val": str(val_map)})
+    for ds in (train_ds, val_ds):  # never a silent drop: every skipped image, once, with its line
+        for skip in ds.skipped:
+            print(f"skipped {ds.map_file}, line {skip.line}: {skip.source}: {skip.reason}", file=sys.stderr)
+    summary["skipped"] = len(train_ds.skipped) + len(val_ds.skipped)
+    return summary
 
 
 def train_arrays(train: tuple, val: tuple, classes: list[str], out: str | Path, cfg: TrainConfig | None = None,

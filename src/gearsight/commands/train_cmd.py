@@ -7,12 +7,17 @@ import argparse
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a CNN on packed data or CTF files",
                               description="Train; the best model by val accuracy goes to RUN/model.safetensors.")
-    p.add_argument("data", help="packed dataset folder (from `gearsight pack`), or a CTF file (.ctf)")
+    p.add_argument("data", help="packed dataset folder (from `gearsight pack`), a CTF file (.ctf), "
+                   "or a CNTK map file (.txt: path<TAB>label)")
     p.add_argument("--out", required=True, help="run folder: model, metrics.csv, curves.png, config.yaml")
     p.add_argument("--config", help="YAML of training options (command-line flags override it)")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
-    c = p.add_argument_group("CTF input (when DATA is a .ctf file)")
-    c.add_argument("--val", help="CTF file of validation samples")
+    c = p.add_argument_group("CTF or map-file input (when DATA is a .ctf or .txt file)")
+    c.add_argument("--val", help="CTF file / map file of validation samples")
+    c.add_argument("--transforms", help="map files: CNTK transforms, a config file or inline text, e.g. "
+                   "'transforms = ({type = \"Scale\"; width = 32; height = 32; channels = 3})' (docs/MAPFILE.md)")
+    c.add_argument("--val-transforms", help="map files: transforms for --val (default: --transforms)")
+    c.add_argument("--workers", type=int, default=2, help="map files: decode processes (default 2)")
     c.add_argument("--image-shape", default="32,32,3", help="H,W,C of the flattened |features (default 32,32,3)")
     c.add_argument("--classes", help="class names: comma-separated, or a file with one per line "
                    "(default: DATA's OUT.classes.txt from `pack --format ctf`, else 0..N-1)")
@@ -51,7 +56,17 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
     cfg.update(**{k: getattr(args, k) for k in OPTION_NAMES})
-    if str(args.data).lower().endswith(".ctf"):
+    if str(args.data).lower().endswith(".txt"):
+        from gearsight.workflow import train_mapfile
+
+        if not args.val:
+            raise ValueError("training from a map file needs --val VAL_MAP.txt")
+        if not args.transforms:
+            raise ValueError("training from a map file needs --transforms (at least a Scale to a fixed size)")
+        summary = train_mapfile(args.data, args.val, args.out, _text_or_file(args.transforms),
+                                _text_or_file(args.val_transforms), _ctf_classes(args), cfg, args.resume,
+                                not args.quiet, args.workers)
+    elif str(args.data).lower().endswith(".ctf"):
         from gearsight.workflow import train_ctf
 
         if not args.val:
@@ -66,6 +81,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"best val accuracy {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}; "
           f"trained in {summary['train_seconds']:.1f} s; model: {summary['model']}")
     return 0
+
+
+def _text_or_file(value: str | None) -> str | None:
+    from pathlib import Path
+
+    if value and "=" not in value and Path(value).is_file():
+        return Path(value).read_text()
+    return value
 
 
 def _ctf_classes(args) -> list[str] | None:

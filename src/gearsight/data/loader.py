@@ -69,3 +69,41 @@ class Batches:
             else:
                 images = self.images[idx]
             yield to_model_input(images, self.mean, self.std), self.labels[idx]
+
+
+class MapFileBatches:
+    """The trainer's batch interface over a CNTK map file, decoded and transformed every epoch.
+
+    Where ``Batches`` serves packed uint8 from RAM, this reads each image file again each epoch and
+    applies the map file's CNTK transforms (gearsight.data.mapfile, cntk_transforms) on ``workers``
+    processes: CNTK's image deserializer, for data that is not packed. It is ~12x slower than packed
+    input (docs/BENCHMARKS.md, "CIFAR-10 training input") but needs no pack step and sees fresh
+    random crops every epoch. Pipeline output (uint8 or float 0..255 pixels) is normalized with
+    ``mean``/``std`` like packed data. Undecodable images are skipped and reported by the dataset.
+    """
+
+    def __init__(self, dataset, batch_size: int, mean: list[float], std: list[float], *, shuffle: bool = False,
+                 drop_last: bool = False, seed: int = 0, workers: int = 0):
+        self.dataset, self.batch_size = dataset, batch_size
+        self.mean, self.std = mean, std
+        self.shuffle, self.drop_last, self.seed, self.workers = shuffle, drop_last, seed, workers
+        self.rank, self.world_size = 0, 1
+        copies = dataset.pipeline.copies
+        self.labels = torch.from_numpy(np.repeat(np.asarray(dataset.labels), copies)).long()
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The first 5,000 images through the pipeline (NHWC uint8), for data-dependent init (AirNet)."""
+        first = next(self.dataset.minibatches(min(len(self.labels), 5000), workers=self.workers))[0]
+        return first.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.world_size > 1:
+            raise ValueError("map-file input is single-process; pack the data for torchrun")
+        for x, y in self.dataset.minibatches(self.batch_size, self.shuffle, self.seed, self.workers, epoch=epoch,
+                                             drop_last=self.drop_last):
+            yield to_model_input(x.permute(0, 2, 3, 1).contiguous(), self.mean, self.std), y
