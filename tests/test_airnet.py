@@ -1,0 +1,113 @@
+"""AirNet (airbench94's network) and the training pieces the CIFAR recipe adds: whitening init,
+frozen parameters, lookahead, shift TTA, reflect padding, training without a val split."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gearsight.config import TrainConfig
+from gearsight.data.transforms import pad_images
+from gearsight.models import create_model
+from gearsight.predict import Classifier
+from gearsight.train import Lookahead, make_optimizer
+from gearsight.tta import tta_logits
+from gearsight.workflow import train_arrays
+
+
+def smooth_images(n: int, seed: int = 0) -> torch.Tensor:
+    """Correlated pixels (neighbours and channels), like photos: what whitening must undo."""
+    g = torch.Generator().manual_seed(seed)
+    small = torch.randn(n, 3, 8, 8, generator=g) + torch.randn(n, 1, 8, 8, generator=g)
+    return torch.nn.functional.interpolate(small, size=32, mode="bilinear", align_corners=False)
+
+
+def test_whitening_stem_decorrelates_2x2_patches():
+    model = create_model("airnet", 10, widths=[8, 8, 8])
+    images = smooth_images(200)
+    model.fit_to_data(images)
+    stem = model.whiten
+    assert stem.out_channels == 24 and not stem.weight.requires_grad
+    with torch.no_grad():
+        out = torch.nn.functional.conv2d(images, stem.weight[:12])  # no bias; the +filters half
+    flat = out.permute(1, 0, 2, 3).reshape(12, -1)
+    cov = flat @ flat.T / flat.shape[1]
+    # identity up to the eps regulariser (it shrinks only the smallest-variance directions)
+    assert torch.allclose(cov - torch.diag(torch.diag(cov)), torch.zeros(12, 12), atol=0.05)
+    assert (torch.diag(cov)[:6] > 0.95).all() and (torch.diag(cov) <= 1.0001).all()
+    assert torch.equal(stem.weight[12:], -stem.weight[:12])
+
+
+def test_frozen_parameters_and_optimizer_groups():
+    model = create_model("airnet", 10, widths=[8, 16, 16])
+    assert model.frozen_parameters(2) == [] and model.frozen_parameters(3) == [model.whiten.bias]
+    cfg = TrainConfig(lr=1.5, weight_decay=1e-3, bias_lr_scale=64.0)
+    opt = make_optimizer(model, cfg)
+    weights, one_d = opt.param_groups
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert id(model.whiten.weight) not in in_opt  # frozen filters are not optimised at all
+    assert all(p.ndim > 1 for p in weights["params"]) and all(p.ndim == 1 for p in one_d["params"])
+    assert one_d["lr"] == 96.0 and abs(one_d["weight_decay"] * one_d["lr"] - 1e-3 * 1.5) < 1e-12
+    gear = make_optimizer(model, TrainConfig())  # gear recipe: no decay on 1-d parameters
+    assert gear.param_groups[1]["weight_decay"] == 0.0 and gear.param_groups[1]["lr"] == gear.param_groups[0]["lr"]
+
+
+def test_lookahead_pulls_weights_to_the_slow_average():
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    la = Lookahead(model, total_steps=10)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    la.step(model, 3)  # not a multiple of 5: nothing happens
+    assert model.weight[0, 0].item() == 1.0
+    la.step(model, 10)  # decay 0.95**5 at the end of training
+    expected = 0.95 ** 5 * 0.0 + (1 - 0.95 ** 5) * 1.0
+    assert abs(model.weight[0, 0].item() - expected) < 1e-6 and torch.equal(la.slow["weight"], model.weight.detach())
+    with torch.no_grad():
+        model.weight.fill_(5.0)
+    la.finish(model)  # leaves the slow weights in the model
+    assert abs(model.weight[0, 0].item() - expected) < 1e-6
+
+
+def test_shift_tta_is_the_airbench_average():
+    torch.manual_seed(0)
+    model = create_model("airnet", 4, widths=[8, 8, 8]).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        def flip_mean(v):
+            return 0.5 * (model(v) + model(v.flip(3)))
+        padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        want = 0.5 * flip_mean(x) + 0.25 * (flip_mean(padded[:, :, :32, :32]) + flip_mean(padded[:, :, 2:, 2:]))
+        assert torch.allclose(tta_logits(model, x, True, 1), want, atol=1e-5)
+        assert torch.allclose(tta_logits(model, x, False, 0), model(x))
+
+
+def test_reflect_padding_mirrors_the_edges():
+    images = torch.arange(2 * 3 * 3 * 1, dtype=torch.uint8).reshape(2, 3, 3, 1)
+    padded = pad_images(images, 1, mode="reflect")
+    assert padded.shape == (2, 5, 5, 1)
+    assert torch.equal(padded[:, 1:4, 1:4], images) and torch.equal(padded[:, 0, 1:4], images[:, 1])
+    assert torch.equal(pad_images(images, 1, fill=7)[:, 0, 0, 0], torch.tensor([7, 7], dtype=torch.uint8))
+
+
+def _two_class_images(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    images = rng.integers(0, 80, (n, 32, 32, 3)).astype(np.uint8)
+    images[labels == 1, 8:24, 8:24] += 150  # a bright square: learnable in a few steps
+    return images, labels
+
+
+def test_airbench_recipe_trains_without_val_and_the_model_keeps_its_tta(tmp_path):
+    cfg = TrainConfig.load("configs/cifar10-airbench.yaml")
+    # the config's lr is for batch 1024; airbench's lr is per example, so it scales with the batch
+    cfg.update(widths=[8, 16, 16], epochs=4, batch_size=32, lr=cfg.lr * 32 / 1024, threads=1)
+    train = _two_class_images(256, 0)
+    empty = (train[0][:0], train[1][:0])
+    summary = train_arrays(train, empty, ["dark", "square"], tmp_path / "run", cfg, progress=False,
+                           resize="crop", fill=0)
+    assert summary["best_epoch"] == 3  # no val split: the last epoch is the model
+    clf = Classifier.load(tmp_path / "run" / "model.safetensors")
+    assert clf.tta_translate == 1 and clf.spec.arch == "airnet"
+    test = _two_class_images(64, 1)
+    assert (clf.predict_packed(test[0]).argmax(1) == test[1]).mean() >= 0.9
