@@ -42,11 +42,13 @@ def test_frozen_parameters_and_optimizer_groups():
     assert model.frozen_parameters(2) == [] and model.frozen_parameters(3) == [model.whiten.bias]
     cfg = TrainConfig(lr=1.5, weight_decay=1e-3, bias_lr_scale=64.0)
     opt = make_optimizer(model, cfg)
-    weights, one_d = opt.param_groups
+    weights, norms = opt.param_groups
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     assert id(model.whiten.weight) not in in_opt  # frozen filters are not optimised at all
-    assert all(p.ndim > 1 for p in weights["params"]) and all(p.ndim == 1 for p in one_d["params"])
-    assert one_d["lr"] == 96.0 and abs(one_d["weight_decay"] * one_d["lr"] - 1e-3 * 1.5) < 1e-12
+    norm_biases = {id(m.bias) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert {id(p) for p in norms["params"]} == norm_biases  # BN scales are frozen, only biases train
+    assert any(p is model.whiten.bias for p in weights["params"])  # as airbench: not a "norm" bias
+    assert norms["lr"] == 96.0 and abs(norms["weight_decay"] * norms["lr"] - 1e-3 * 1.5) < 1e-12
     gear = make_optimizer(model, TrainConfig())  # gear recipe: no decay on 1-d parameters
     assert gear.param_groups[1]["weight_decay"] == 0.0 and gear.param_groups[1]["lr"] == gear.param_groups[0]["lr"]
 
@@ -111,3 +113,23 @@ def test_airbench_recipe_trains_without_val_and_the_model_keeps_its_tta(tmp_path
     assert clf.tta_translate == 1 and clf.spec.arch == "airnet"
     test = _two_class_images(64, 1)
     assert (clf.predict_packed(test[0]).argmax(1) == test[1]).mean() >= 0.9
+
+
+def test_alternate_flip_mirrors_each_image_in_every_other_epoch():
+    from gearsight.data.loader import Batches
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (40, 4, 4, 3)).astype(np.uint8)
+    batches = Batches.from_arrays(images, np.arange(40), batch_size=40, mean=[0, 0, 0], std=[1 / 255] * 3,
+                                  shuffle=True, augment=True, flip=True, alternate_flip=True, translate=0)
+    mirrored = []
+    for epoch in range(3):
+        x, y = next(batches.epoch(epoch))
+        out = x.permute(0, 2, 3, 1).round().to(torch.uint8).numpy()
+        flags = np.zeros(40, dtype=bool)
+        for row, label in zip(out, y.tolist()):
+            assert np.array_equal(row, images[label]) or np.array_equal(row, images[label][:, ::-1])
+            flags[label] = not np.array_equal(row, images[label])
+        mirrored.append(flags)
+    assert np.array_equal(mirrored[0], ~mirrored[1]) and np.array_equal(mirrored[0], mirrored[2])
+    assert 10 < mirrored[0].sum() < 30  # a random half, not all or none

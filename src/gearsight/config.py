@@ -35,6 +35,7 @@ class TrainConfig:
     label_smoothing: float = 0.1  # fraction of target mass spread over the other classes
     # augmentation (on batched uint8, see data/transforms.py)
     flip: bool = True  # mirror left-right: gear is left/right symmetric in the catalog
+    alternate_flip: bool = False  # mirror each image in every other epoch instead of at random (airbench)
     translate: int = 4  # max shift, pixels at input resolution (64 px -> 6%)
     translate_pad: str = "fill"  # border revealed by a shift: "fill" (the pack's fill) or "reflect"
     # evaluation / stopping

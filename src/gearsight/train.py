@@ -49,20 +49,27 @@ def autocast_for(amp: str, device: torch.device):
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Nesterov SGD in two groups: weights (decayed) and 1-d parameters (biases, BN).
+    """Nesterov SGD in two groups: weights (decayed) and 1-d parameters (biases, norm scales).
 
     Gear recipe (bias_lr_scale 1): no decay on 1-d parameters, decaying them only fights the
-    normalisation. airbench recipe (bias_lr_scale 64): BN biases learn 64x faster, and get the decay
-    scaled down by the same factor, so they shrink as much per step as the weights do.
+    normalisation. airbench recipe (bias_lr_scale 64): normalization-layer biases learn 64x faster
+    and get the decay divided by the same factor, so they shrink as much per step as the weights;
+    other biases (AirNet's whitening bias) train like weights, as in airbench.
     Frozen parameters (requires_grad False, e.g. AirNet's whitening filters) are left out.
     """
+    norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    norm_params = {id(p) for m in model.modules() if isinstance(m, norm_types) for p in m.parameters()}
     trainable = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.ndim > 1]
-    one_d = [p for p in trainable if p.ndim <= 1]
     scale = cfg.bias_lr_scale
-    one_d_decay = cfg.weight_decay / scale if scale != 1.0 else 0.0
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr": cfg.lr},
-              {"params": one_d, "weight_decay": one_d_decay, "lr": cfg.lr * scale}]
+    if scale == 1.0:
+        fast, slow = [p for p in trainable if p.ndim <= 1], [p for p in trainable if p.ndim > 1]
+        groups = [{"params": slow, "weight_decay": cfg.weight_decay, "lr": cfg.lr},
+                  {"params": fast, "weight_decay": 0.0, "lr": cfg.lr}]
+    else:
+        fast = [p for p in trainable if id(p) in norm_params]
+        slow = [p for p in trainable if id(p) not in norm_params]
+        groups = [{"params": slow, "weight_decay": cfg.weight_decay, "lr": cfg.lr},
+                  {"params": fast, "weight_decay": cfg.weight_decay / scale, "lr": cfg.lr * scale}]
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
 
 
@@ -234,7 +241,9 @@ def fit(train: Batches, val: Batches, classes: list[str], run_dir: str | Path, c
     device = torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
     model = build_model(cfg, len(classes), device)
     if hasattr(model, "fit_to_data"):  # e.g. AirNet's whitening stem; same images in every process
-        model.fit_to_data(to_model_input(train.images[:5000], cfg.mean, cfg.std).to(device))
+        # A seeded random 5,000: packed files are often in class order (the CIFAR tar is).
+        pick = torch.randperm(len(train.images), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
+        model.fit_to_data(to_model_input(train.images[pick], cfg.mean, cfg.std).to(device))
     optimizer = make_optimizer(model, cfg)
     total_steps = cfg.epochs * len(train)
     scheduler = make_scheduler(optimizer, cfg, total_steps)
