@@ -5,7 +5,7 @@ time on the 2-core CPU, everything included: packing the JPEG tar (read inside t
 and the test evaluation with the model's own test-time augmentation.
 
     .venv/bin/python bench/bench_cifar.py --config configs/cifar10-10min.yaml --budget 10
-    .venv/bin/python bench/bench_cifar.py --config configs/cifar10-airbench.yaml --budget 30
+    .venv/bin/python bench/bench_cifar.py --config configs/cifar10-30min.yaml --budget 30
 
 By default all 50,000 training images are used and no validation split is held out (airbench's
 protocol): the model is the last epoch's, so the test set never selects anything.

@@ -53,3 +53,14 @@ def test_coco_notebook_compares_whole_images_with_object_crops(tmp_path):
     text = outputs_text(execute("coco.ipynb", tmp_path))
     assert "(a) whole images:" in text and "(b) object crops:" in text
     assert text.count("always guessing the largest class") == 2
+
+
+def test_detection_notebook_trains_evaluates_and_draws(tmp_path):
+    require_dataset("bccd")
+    nb = execute("detection.ipynb", tmp_path)  # a fresh work folder: the one-minute toy run, not the bench model
+    text = outputs_text(nb)
+    assert "AP50" in text and "class" in text
+    for name in ("RBC", "WBC", "Platelets"):
+        assert name in text
+    images = [out for cell in nb.cells for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
+    assert len(images) >= 2  # the box-size histogram and ground truth vs prediction

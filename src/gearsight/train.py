@@ -191,6 +191,18 @@ def build_model(cfg: TrainConfig, num_classes: int, device: torch.device) -> nn.
     return model.to(device=device, memory_format=torch.channels_last)
 
 
+def fit_model_to_data(model: nn.Module, train: Batches, cfg: TrainConfig, device: torch.device) -> None:
+    """Data-dependent init for models that have one (AirNet's whitening stem), on 5,000 train images.
+
+    A seeded random 5,000, the same in every torchrun process: packs are often in class order (the
+    CIFAR tar is), and the first 5,000 would all be airplanes.
+    """
+    if not hasattr(model, "fit_to_data"):
+        return
+    pick = torch.randperm(len(train.images), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
+    model.fit_to_data(to_model_input(train.images[pick], cfg.mean, cfg.std).to(device))
+
+
 def arch_config(cfg: TrainConfig) -> dict:
     return {"widths": list(cfg.widths), "stem_kind": cfg.stem, "norm": cfg.norm}
 
@@ -240,10 +252,7 @@ def fit(train: Batches, val: Batches, classes: list[str], run_dir: str | Path, c
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // info.world_size))
     device = torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
     model = build_model(cfg, len(classes), device)
-    if hasattr(model, "fit_to_data"):  # e.g. AirNet's whitening stem; same images in every process
-        # A seeded random 5,000: packed files are often in class order (the CIFAR tar is).
-        pick = torch.randperm(len(train.images), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
-        model.fit_to_data(to_model_input(train.images[pick], cfg.mean, cfg.std).to(device))
+    fit_model_to_data(model, train, cfg, device)
     optimizer = make_optimizer(model, cfg)
     total_steps = cfg.epochs * len(train)
     scheduler = make_scheduler(optimizer, cfg, total_steps)
