@@ -37,20 +37,13 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _make_readable(path: str | os.PathLike) -> None:
-    """atomic_write's temp file is owner-only (0600); a served file is mounted into containers that
-    run as another user, so give it the usual umask permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def _example_input(spec: ModelSpec, batch: int = 2) -> torch.Tensor:
     # Batch 2, not 1: a batch-1 trace can bake size-1 shapes into reshape nodes.
     return torch.randn(batch, 3, spec.input_size, spec.input_size, generator=torch.Generator().manual_seed(0))
 
 
-def _add_metadata(onnx_path: str, spec: ModelSpec, source_sha256: str) -> None:
+def add_metadata(onnx_path: str, spec: ModelSpec, source_sha256: str, doc: str) -> None:
+    """Write the spec JSON, version and source digest into an ONNX file's metadata_props (checked)."""
     import onnx
 
     proto = onnx.load(onnx_path)
@@ -59,7 +52,7 @@ def _add_metadata(onnx_path: str, spec: ModelSpec, source_sha256: str) -> None:
     for key, value in props.items():
         proto.metadata_props.add(key=key, value=value)
     proto.producer_name = "gearsight"
-    proto.doc_string = f"gearsight {spec.arch} classifier over {len(spec.classes)} classes"
+    proto.doc_string = doc
     onnx.checker.check_model(proto)
     onnx.save(proto, onnx_path)
 
@@ -78,10 +71,9 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, opset: in
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             )
-        _add_metadata(tmp, spec, source_sha)
+        add_metadata(tmp, spec, source_sha, f"gearsight {spec.arch} classifier over {len(spec.classes)} classes")
 
-    atomic_write(out, write)
-    _make_readable(out)
+    atomic_write(out, write)  # readable by a server user: atomic_write applies the umask
     max_diff = compare_onnx(model, out, _example_input(spec, batch=3).numpy())
     if max_diff > 1e-4:
         raise ValueError(f"{out}: the exported model differs from PyTorch by {max_diff:.2e} (> 1e-4)")
@@ -94,7 +86,6 @@ def export_torchscript(model_path: str | os.PathLike, out: str | os.PathLike) ->
     with torch.no_grad():
         traced = torch.jit.trace(model, (_example_input(spec),))
     atomic_write(out, lambda tmp: torch.jit.save(traced, tmp, _extra_files={"gearsight.json": spec.to_json()}))
-    _make_readable(out)
     return Path(out)
 
 

@@ -57,19 +57,17 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     other biases (AirNet's whitening bias) train like weights, as in airbench.
     Frozen parameters (requires_grad False, e.g. AirNet's whitening filters) are left out.
     """
-    norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-    norm_params = {id(p) for m in model.modules() if isinstance(m, norm_types) for p in m.parameters()}
-    trainable = [p for p in model.parameters() if p.requires_grad]
     scale = cfg.bias_lr_scale
     if scale == 1.0:
-        fast, slow = [p for p in trainable if p.ndim <= 1], [p for p in trainable if p.ndim > 1]
-        groups = [{"params": slow, "weight_decay": cfg.weight_decay, "lr": cfg.lr},
-                  {"params": fast, "weight_decay": 0.0, "lr": cfg.lr}]
+        special = {id(p) for p in model.parameters() if p.ndim <= 1}
+        special_decay = 0.0
     else:
-        fast = [p for p in trainable if id(p) in norm_params]
-        slow = [p for p in trainable if id(p) not in norm_params]
-        groups = [{"params": slow, "weight_decay": cfg.weight_decay, "lr": cfg.lr},
-                  {"params": fast, "weight_decay": cfg.weight_decay / scale, "lr": cfg.lr * scale}]
+        norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+        special = {id(p) for m in model.modules() if isinstance(m, norm_types) for p in m.parameters()}
+        special_decay = cfg.weight_decay / scale
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) not in special], "weight_decay": cfg.weight_decay, "lr": cfg.lr},
+              {"params": [p for p in trainable if id(p) in special], "weight_decay": special_decay, "lr": cfg.lr * scale}]
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
 
 
@@ -199,8 +197,9 @@ def fit_model_to_data(model: nn.Module, train: Batches, cfg: TrainConfig, device
     """
     if not hasattr(model, "fit_to_data"):
         return
-    pick = torch.randperm(len(train.images), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
-    model.fit_to_data(to_model_input(train.images[pick], cfg.mean, cfg.std).to(device))
+    images = train.images  # once: for map-file input this property decodes through the pipeline
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
+    model.fit_to_data(to_model_input(images[pick], cfg.mean, cfg.std).to(device))
 
 
 def arch_config(cfg: TrainConfig) -> dict:

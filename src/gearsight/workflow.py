@@ -91,7 +91,7 @@ def train_mapfile(train_map: str | Path, val_map: str | Path, out: str | Path, t
     common = dict(mean=cfg.mean, std=cfg.std, seed=cfg.seed, workers=workers)
     train_b = MapFileBatches(train_ds, cfg.batch_size, shuffle=True, drop_last=True, **common)
     val_b = MapFileBatches(val_ds, 256, **common)
-    size = int(next(val_b.epoch(0))[0].shape[-1])
+    size = int(next(val_ds.minibatches(1))[0].shape[-1])  # one image, not a batch: the size after transforms
     print(f"train {len(train_b.labels)} / val {len(val_b.labels)} map-file images, {len(classes)} classes, "
           f"{size}px after transforms; {cfg.epochs} epochs of {len(train_b)} steps")
     summary = fit(train_b, val_b, classes, out, cfg, size=size, resize="stretch", fill=0, resume=resume,

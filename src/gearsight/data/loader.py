@@ -104,7 +104,10 @@ class MapFileBatches:
 
     @property
     def images(self) -> torch.Tensor:
-        """The first 5,000 images through the pipeline (NHWC uint8), for data-dependent init (AirNet)."""
+        """The first 5,000 images through the pipeline (NHWC uint8), for data-dependent init (AirNet).
+
+        Decoded again on every access: read it once.
+        """
         first = next(self.dataset.minibatches(min(len(self.labels), 5000), workers=self.workers))[0]
         return first.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 

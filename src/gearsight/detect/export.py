@@ -3,7 +3,8 @@
 The graph is torchvision's whole Faster R-CNN, preprocessing and postprocessing included: input
 ``image`` is one ``3 x H x W`` float32 RGB image in 0..1 of any size; outputs are ``boxes`` (N x 4,
 xyxy in the input's pixels), ``labels`` (N, int64, 1-based class index) and ``scores`` (N). The
-ModelSpec JSON travels in ``metadata_props`` (key ``gearsight``), as for classifiers.
+ModelSpec JSON travels in ``metadata_props`` (key ``gearsight``), written by gearsight.export as for
+classifiers.
 
 Exporter: the TorchScript-based one (``dynamo=False``), the path torchvision documents and tests
 for its detection models (opset >= 11). Data-dependent control flow (NMS, top-k) is traced, so
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from gearsight.checkpoint import atomic_write
-from gearsight.export import SPEC_KEY, _make_readable, file_sha256
+from gearsight.export import add_metadata, file_sha256, onnx_session
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("boxes", "labels", "scores")
@@ -31,19 +32,6 @@ def _probe_image(h: int, w: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     small = torch.rand(3, max(h // 32, 2), max(w // 32, 2), generator=g)
     return torch.nn.functional.interpolate(small[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-
-
-def _add_metadata(path: str, spec_json: str, source_sha256: str) -> None:
-    import onnx
-
-    from gearsight import __version__
-
-    proto = onnx.load(path)
-    del proto.metadata_props[:]
-    for key, value in {SPEC_KEY: spec_json, "gearsight_version": __version__, "source_sha256": source_sha256}.items():
-        proto.metadata_props.add(key=key, value=value)
-    proto.producer_name = "gearsight"
-    onnx.save(proto, path)
 
 
 def match_fraction(a: tuple, b: tuple, atol: float = 0.05) -> float:
@@ -71,10 +59,7 @@ def check_against_torch(model, onnx_path: str | os.PathLike, image: torch.Tensor
 
     Not 100%: when 100 boxes tie at the cut-off score, which of them are kept is arbitrary.
     """
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = tuple(session.run(None, {INPUT_NAME: image.numpy()}))
+    got = tuple(onnx_session(onnx_path).run(None, {INPUT_NAME: image.numpy()}))
     with torch.inference_mode():
         out = model([image])[0]
     want = tuple(out[k].numpy() for k in OUTPUT_NAMES)
@@ -101,11 +86,10 @@ def export_detector(model_path: str | os.PathLike, out: str | os.PathLike, opset
                 input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
                 dynamic_axes={INPUT_NAME: {1: "height", 2: "width"}, **{n: {0: "detections"} for n in OUTPUT_NAMES}},
             )
-        _add_metadata(tmp, spec.to_json(), source_sha)
+        add_metadata(tmp, spec, source_sha, f"gearsight {spec.arch} detector over {len(spec.classes)} classes")
         # A second size proves the resize inside the graph is not baked to the trace's shape.
         check_against_torch(model, tmp, _probe_image(size + 37, size * 2, 1))
 
     out = Path(out)
     atomic_write(out, write)
-    _make_readable(out)
     return out

@@ -13,9 +13,9 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from gearsight.serve.detector import float_pixels, image_pixels
 from gearsight.serve.errors import RequestError
 from gearsight.serve.parse import LAYOUTS, _check_dtype, decode_base64, parse_json, tensor
+from gearsight.serve.preprocess import decode_request_image, pixels_from_floats
 from gearsight.serve.routes import _uploads, json_response, service
 
 router = APIRouter()
@@ -38,14 +38,17 @@ def _item_pixels(item: Any, where: str, max_pixels: int) -> np.ndarray:
     if not isinstance(item, dict):
         raise RequestError(f"{where}: expected an object with 'image' or 'data', got {type(item).__name__}")
     if "image" in item:
-        return image_pixels(decode_base64(item["image"], f"{where}.image"), f"{where}.image", max_pixels)
+        return decode_request_image(decode_base64(item["image"], f"{where}.image"), f"{where}.image", max_pixels)
     if "data" not in item or "shape" not in item:
         raise RequestError(f"{where}: needs 'image' (base64) or 'data' + 'shape' (float32 pixels); got keys {sorted(item)}")
     _check_dtype(item, where)
     layout = item.get("layout", "hwc")
     if layout not in LAYOUTS:
         raise RequestError(f"{where}.layout: must be one of {LAYOUTS}, got {layout!r}")
-    return float_pixels(tensor(item["data"], item["shape"], where), layout, where, max_pixels)
+    arr = tensor(item["data"], item["shape"], where)
+    if layout == "chw" and arr.ndim == 3:
+        arr = arr.transpose(1, 2, 0)  # checked below as [H, W, 3]
+    return pixels_from_floats(arr, where, max_pixels)
 
 
 def _detector(request: Request):
@@ -84,6 +87,6 @@ async def detect_file(request: Request) -> Response:
     min_score = _min_score(request, svc.config.detect_min_score)
     uploads = await _uploads(request, svc)
     images = await run_in_threadpool(
-        lambda: [image_pixels(data, name, svc.config.max_pixels) for name, data in uploads])
+        lambda: [decode_request_image(data, name, svc.config.max_pixels) for name, data in uploads])
     results = await _run(svc, images, min_score)
     return json_response({"results": [{"filename": name, **r} for (name, _), r in zip(uploads, results)]})

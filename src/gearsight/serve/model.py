@@ -35,22 +35,28 @@ def _session(path: Path, threads: int):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def open_onnx(path: str | os.PathLike, threads: int, export_command: str):
+    """(session, ModelSpec, version) of a gearsight ONNX file; errors name the file and the fix.
+
+    The version names the weights: the source .safetensors digest when export recorded it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    session = _session(path, threads)
+    meta = session.get_modelmeta().custom_metadata_map
+    if SPEC_KEY not in meta:
+        raise ValueError(f"{path}: ONNX file without gearsight metadata (export it with `{export_command}`)")
+    digest = meta.get("source_sha256") or hashlib.sha256(path.read_bytes()).hexdigest()
+    return session, ModelSpec.from_json(meta[SPEC_KEY], str(path)), digest[:12]
+
+
 class OnnxModel:
     """Softmax probabilities from an exported gearsight ONNX file."""
 
     def __init__(self, path: str | os.PathLike, name: str | None = None, threads: int = 1):
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"model file not found: {path}")
-        self.session = _session(path, threads)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if SPEC_KEY not in meta:
-            raise ValueError(f"{path}: ONNX file without gearsight metadata (export it with `gearsight export`)")
-        self.spec = ModelSpec.from_json(meta[SPEC_KEY], str(path))
-        self.name = name or path.stem
-        # The version names the weights: the source .safetensors digest when export recorded it.
-        digest = meta.get("source_sha256") or hashlib.sha256(path.read_bytes()).hexdigest()
-        self.version = digest[:12]
+        self.session, self.spec, self.version = open_onnx(path, threads, "gearsight export")
+        self.name = name or Path(path).stem
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.classes = list(self.spec.classes)

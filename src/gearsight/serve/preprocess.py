@@ -26,6 +26,27 @@ ORIENTATION = 0x0112  # EXIF tag
 BICUBIC = Image.Resampling.BICUBIC
 
 
+def decode_request_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    """Encoded image bytes -> RGB uint8 by decode_image's rules; a 413/400 naming the problem."""
+    try:
+        return decode_image(data, max_pixels=max_pixels)
+    except DecodeError as exc:
+        if "pixel limit" in exc.reason:
+            raise too_large(f"{name}: {exc.reason}") from None
+        raise RequestError(f"{name}: {exc.reason}") from None
+
+
+def pixels_from_floats(arr: np.ndarray, name: str, max_pixels: int) -> np.ndarray:
+    """Raw ``H x W x 3`` pixel values 0..255 sent as float32 -> RGB uint8, checked."""
+    if arr.ndim != 3 or arr.shape[2] != 3 or min(arr.shape[:2]) < 1:
+        raise RequestError(f"{name}: layout 'hwc' needs shape [H, W, 3], got {list(arr.shape)}")
+    if arr.shape[0] * arr.shape[1] > max_pixels:
+        raise too_large(f"{name}: {arr.shape[1]}x{arr.shape[0]} pixels exceed the {max_pixels:,}-pixel limit")
+    if arr.min() < 0 or arr.max() > 255:
+        raise RequestError(f"{name}: layout 'hwc' holds pixel values 0..255, got {arr.min():g}..{arr.max():g}")
+    return np.rint(arr).astype(np.uint8)
+
+
 class Preprocessor:
     def __init__(self, spec: ModelSpec, max_pixels: int):
         self.spec = spec
@@ -57,13 +78,7 @@ class Preprocessor:
             raise
         except Exception:  # noqa: BLE001 - decode_image below names the reason, or reads it after all
             pass
-        try:
-            rgb = decode_image(data, max_pixels=self.max_pixels)
-        except DecodeError as exc:
-            if "pixel limit" in exc.reason:
-                raise too_large(f"{name}: {exc.reason}") from None
-            raise RequestError(f"{name}: {exc.reason}") from None
-        return self.from_pixels(rgb)
+        return self.from_pixels(decode_request_image(data, name, self.max_pixels))
 
     def _fast_square(self, data: bytes, name: str) -> np.ndarray:
         """decode_image's steps, then fit_square's, on one Pillow image (see the module docstring)."""
@@ -94,13 +109,7 @@ class Preprocessor:
 
     def from_hwc_floats(self, arr: np.ndarray, name: str = "data") -> np.ndarray:
         """Raw ``H x W x 3`` pixel values 0..255 sent as float32 -> model input."""
-        if arr.ndim != 3 or arr.shape[2] != 3 or min(arr.shape[:2]) < 1:
-            raise RequestError(f"{name}: layout 'hwc' needs shape [H, W, 3], got {list(arr.shape)}")
-        if arr.shape[0] * arr.shape[1] > self.max_pixels:
-            raise too_large(f"{name}: {arr.shape[1]}x{arr.shape[0]} pixels exceed the {self.max_pixels:,}-pixel limit")
-        if arr.min() < 0 or arr.max() > 255:
-            raise RequestError(f"{name}: layout 'hwc' holds pixel values 0..255, got {arr.min():g}..{arr.max():g}")
-        return self.from_pixels(np.rint(arr).astype(np.uint8))
+        return self.from_pixels(pixels_from_floats(arr, name, self.max_pixels))
 
     def check_chw(self, arr: np.ndarray, name: str = "data") -> np.ndarray:
         """A client-preprocessed tensor: must already be ``3 x S x S``."""
