@@ -3,18 +3,35 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+UV     := $(BIN)/uv
 
-.PHONY: install demo test bench system-deps clean
+.PHONY: install lock demo test bench system-deps clean
 
 install: $(STAMP)
 
-# PIP_FIND_LINKS= : this machine's pip config points at a local CPU-only torch wheel that cannot
-# load torchvision's ops; requirements.lock pins the standard builds (`===`), which run on the CPU.
-$(STAMP): requirements.lock pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	PIP_FIND_LINKS= $(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
-	PIP_FIND_LINKS= $(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+# uv at the version requirements.lock pins, installed by the venv's own pip. PIP_FIND_LINKS= : this
+# machine's pip config offers a local torch "2.13.0+cpu" wheel (/opt/wheels) that cannot load
+# torchvision's ops. uv itself reads none of pip's configuration (--no-config: nor any uv.toml), so
+# it resolves and installs from PyPI only: the standard torch build, which runs on the CPU.
+$(UV): requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	PIP_FIND_LINKS= $(BIN)/pip install --quiet --disable-pip-version-check "$$(grep -E '^uv==' requirements.lock)"
+	touch $@
+
+# .venv becomes exactly requirements.lock: `uv pip sync` installs what is missing or at another
+# version and uninstalls whatever the lock does not name (gearsight itself is in it, as `-e .`).
+# tests/test_lock.py checks the result against `pip freeze`.
+$(STAMP): requirements.lock pyproject.toml $(UV)
+	$(UV) pip sync --no-config --python $(BIN)/python requirements.lock
 	touch $(STAMP)
+
+# Re-resolve requirements.in (which takes its ranges from pyproject.toml) into requirements.lock,
+# every transitive package pinned, for this venv's Python (3.11, Linux x86-64). Pins already in the
+# lock are kept while they still fit; `make lock UPGRADE=1` moves everything to the newest allowed.
+# Then `make install` and commit requirements.in, pyproject.toml and requirements.lock together.
+lock: $(UV)
+	$(UV) pip compile --no-config --python $(BIN)/python --custom-compile-command "make lock" \
+	  $(if $(UPGRADE),--upgrade) requirements.in -o requirements.lock
 
 demo: install
 	BIN=$(BIN) scripts/demo.sh
