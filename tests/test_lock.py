@@ -74,7 +74,7 @@ def test_the_venv_holds_exactly_the_lock():
         problems.append("(a local build such as torch 2.13.0+cpu comes from pip's find-links, /opt/wheels here; "
                         "`make install` installs with uv, which never looks there)")
     if problems:
-        pytest.fail(f"{sys.prefix} differs from {LOCK.name} (run `make install`):\n  " + "\n  ".join(problems))
+        pytest.fail(f"{sys.prefix} differs from {LOCK.name} (`rm {STAMP} && make install` syncs it):\n  " + "\n  ".join(problems))
 
 
 def test_the_lock_meets_requirements_in_and_pyproject():
