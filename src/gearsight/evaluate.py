@@ -8,7 +8,8 @@ which is the class's recall (the confusion-matrix diagonal over its row sum). A 
 images in the split has support 0 and accuracy, precision, recall, f1 reported as 0.
 
 Files written by :func:`evaluate_to_dir` (pictures come from :mod:`gearsight.report_plots`):
-``report.json``, ``confusion.png``, ``misclassified.html`` and ``misclassified.png``.
+``report.json``, ``confusion.png``, ``misclassified.html`` and ``misclassified.png``; with
+probabilities also ``reliability.png``, and report.json gains ``ece`` (gearsight.calibration).
 """
 from __future__ import annotations
 
@@ -175,6 +176,8 @@ def format_report(report: dict, width: int = TERMINAL_WIDTH) -> str:
     head = f"accuracy {_pct(report['accuracy'])}  ({report['n'] - report['n_errors']}/{report['n']} correct)"
     if "top5_accuracy" in report:
         head += f"   top-{min(TOP_K, n_cls)} accuracy {_pct(report['top5_accuracy'])}"
+    if "ece" in report:
+        head += f"   ECE {_pct(report['ece'])}"
     if n_cls <= MAX_PRINTED_CLASSES:
         matrix = _confusion_table(report, width)
     else:
@@ -200,6 +203,11 @@ def evaluate_to_dir(y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray | 
 
     report = compute_report(y_true, y_pred, classes, probs)
     out_dir = Path(out_dir)
+    if probs is not None:  # calibration: top-1 ECE over 15 confidence bins, and its diagram
+        from gearsight.calibration import RELIABILITY_NAME, expected_calibration_error, reliability_diagram
+
+        report["ece"] = expected_calibration_error(probs, y_true)
+        reliability_diagram(probs, y_true, out_dir / RELIABILITY_NAME)
     write_report(report, out_dir)
     report_plots.save_confusion_png(report, out_dir / report_plots.CONFUSION_NAME)
     if images is not None:
