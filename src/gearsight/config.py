@@ -44,6 +44,7 @@ class TrainConfig:
     patience: int = 0  # stop after this many epochs without a better val accuracy; 0 = never
     # runtime
     amp: str = "auto"  # "auto" (bf16 where the hardware has it), "bf16", or "off"
+    device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:N"; see gearsight/devices.py
     threads: int = 0  # torch intra-op threads; 0 = all cores
     seed: int = 0
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # 0..1 pixel scale

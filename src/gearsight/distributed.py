@@ -2,9 +2,11 @@
 
     torchrun --nproc_per_node=2 -m gearsight train DATA --out RUN
 
-gloo on CPU, NCCL on GPUs. Every process runs the same fit loop on its slice of each global batch
+gloo on CPU, NCCL on GPUs (``--device``, resolved by gearsight.devices: each process takes
+cuda:LOCAL_RANK). Every process runs the same fit loop on its slice of each global batch
 (data/loader.py); gradients are averaged by DistributedDataParallel; only rank 0 writes files.
-BatchNorm statistics stay per process: SyncBatchNorm only runs on GPUs.
+BatchNorm statistics stay per process: SyncBatchNorm only runs on GPUs. NCCL only reduces tensors
+that live on the process's GPU, so collectives here build their tensors on ``DistInfo.device``.
 """
 from __future__ import annotations
 
@@ -14,40 +16,53 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from gearsight.devices import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    device: torch.device = torch.device("cpu")  # where this process computes (and NCCL reduces)
+    joined: bool = False  # in a torch.distributed process group (launched by torchrun), even one of 1
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
 
-def init_from_env() -> DistInfo:
-    """Join the process group torchrun describes in the environment; a no-op for a single process."""
+def init_from_env(device: str | None = "auto") -> DistInfo:
+    """Join the process group torchrun describes in the environment; a single process joins nothing.
+
+    ``device`` is a gearsight.devices name; under torchrun "auto"/"cuda" become cuda:LOCAL_RANK.
+    The backend follows the device: NCCL on a GPU, gloo on the CPU. torchrun with one process
+    (``--nproc_per_node=1``) joins a group of one too, so its collectives run for real (the one-GPU
+    check of the NCCL path, bench/gpu_check.py).
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return DistInfo()
+    launched = world_size > 1 or "TORCHELASTIC_RUN_ID" in os.environ  # torchrun sets it, whatever the size
+    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if launched else 0
+    where = resolve_device(device, local_rank)
+    if not launched:
+        return DistInfo(device=where)
+    if where.type == "cuda":
+        torch.cuda.set_device(where)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(info.local_rank)
-    return info
+        dist.init_process_group(backend="nccl" if where.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, where, joined=True)
 
 
 def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
-    if info.world_size <= 1:
+    """Sum ``values`` over all processes. The tensor lives on ``info.device``: NCCL refuses CPU tensors."""
+    if not info.joined:
         return values
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=info.device)
     dist.all_reduce(t)
     return t.tolist()
 
 
 def shutdown(info: DistInfo) -> None:
-    if info.world_size > 1 and dist.is_initialized():
+    if info.joined and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

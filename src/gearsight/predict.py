@@ -3,6 +3,9 @@
     clf = gearsight.load("work/runs/gear/model.safetensors")
     clf.predict("boot.jpg")            # -> Prediction(label="boots", probability=0.99, top_k=[...])
     clf.predict([img1, img2])          # paths, PIL images or HxWx3 uint8 arrays, mixed
+
+The model runs on ``device`` (gearsight.devices: "auto" = the GPU when PyTorch sees one); inputs are
+decoded and packed on the CPU, moved there batch by batch, and probabilities come back as numpy.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from gearsight.checkpoint import ModelSpec, load_model
 from gearsight.data.decode import decode_image, to_rgb
 from gearsight.data.resize import fit_square
 from gearsight.data.transforms import to_model_input
+from gearsight.devices import model_device, resolve_device
 from gearsight.tta import tta_logits
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]
@@ -54,14 +58,18 @@ def to_rgb_array(item: ImageLike) -> np.ndarray:
 
 
 class Classifier:
-    def __init__(self, model: torch.nn.Module, spec: ModelSpec):
-        self.model = model.eval().to(memory_format=torch.channels_last)
+    def __init__(self, model: torch.nn.Module, spec: ModelSpec, device: str | torch.device | None = None):
+        """``device``: a gearsight.devices name; None keeps the model where it already is."""
+        where = model_device(model) if device is None else resolve_device(device)
+        self.model = model.eval().to(device=where, memory_format=torch.channels_last)
         self.spec = spec
+        self.device = where
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Classifier":
+    def load(cls, path: str | os.PathLike, device: str | torch.device | None = "auto") -> "Classifier":
+        """Rebuild a model file's network on ``device`` (default "auto": the GPU when there is one)."""
         model, spec = load_model(path)
-        return cls(model, spec)
+        return cls(model, spec, device)
 
     @property
     def classes(self) -> list[str]:
@@ -89,9 +97,9 @@ class Classifier:
         out = []
         for start in range(0, len(images), batch_size):
             x = to_model_input(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])),
-                               self.spec.mean, self.spec.std)
+                               self.spec.mean, self.spec.std).to(self.device)  # normalised on the CPU, as in training
             logits = tta_logits(self.model, x, flip=tta, translate=self.tta_translate if tta else 0)
-            out.append(torch.softmax(logits, dim=1).numpy())
+            out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
         return np.concatenate(out)
 
     def predict(self, x: ImageLike | Sequence[ImageLike], top_k: int = 5):

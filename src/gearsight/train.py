@@ -22,6 +22,7 @@ from gearsight.checkpoint import ModelSpec, atomic_write, save_model
 from gearsight.config import TrainConfig
 from gearsight.data.loader import Batches
 from gearsight.data.transforms import to_model_input
+from gearsight.devices import model_device
 from gearsight.distributed import DistInfo, all_reduce_sum, init_from_env, shutdown
 from gearsight.models import create_model
 from gearsight.track import RunLogger
@@ -225,15 +226,22 @@ def save_resume_state(path: Path, model, optimizer, scheduler, epoch: int, best:
 
 def load_resume_state(path: Path, model, optimizer, scheduler, ema=None,
                       lookahead: Lookahead | None = None) -> tuple[int, dict]:
+    """Restore a ``save_resume_state`` file; every tensor lands on the model's device.
+
+    The file may come from another device (a GPU run resumed on a CPU, or cuda:1 on cuda:0):
+    map_location puts model, optimizer, EMA and lookahead tensors where the model is, so no
+    ``lerp_``/``copy_`` later mixes devices.
+    """
+    device = model_device(model)
     # weights_only=True: tensors and plain containers only, no arbitrary unpickling.
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(path, map_location=device, weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if ema is not None and "ema" in state:
         ema.load_state_dict(state["ema"])
     if lookahead is not None and "lookahead" in state:
-        lookahead.slow = state["lookahead"]
+        lookahead.slow = {name: value.to(device) for name, value in state["lookahead"].items()}
     return state["epoch"], state["best"]
 
 
@@ -245,11 +253,11 @@ def fit(train: Batches, val: Batches, classes: list[str], run_dir: str | Path, c
     Under torchrun each process trains on its slice of every batch (see gearsight/distributed.py).
     """
     run_dir = Path(run_dir)
-    info = init_from_env()
+    info = init_from_env(cfg.device)  # the device: gearsight.devices; under torchrun cuda:LOCAL_RANK
     train.rank, train.world_size = info.rank, info.world_size
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // info.world_size))
-    device = torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
+    device = info.device
     model = build_model(cfg, len(classes), device)
     fit_model_to_data(model, train, cfg, device)
     optimizer = make_optimizer(model, cfg)

@@ -42,7 +42,9 @@ def is_cifar_source(source: str | Path) -> bool:
 
 def train_packed(data: str | Path, out: str | Path, cfg: TrainConfig | None = None, resume: bool = False,
                  progress: bool = True, **overrides) -> dict:
-    """Train on a packed dataset's train split, select on val. Returns the fit summary."""
+    """Train on a packed dataset's train split, select on val. Returns the fit summary.
+
+    Training options (``cfg`` or keyword overrides, e.g. ``device="cpu"``) are TrainConfig's."""
     from gearsight.data.pack import PackedDataset
 
     ds = PackedDataset(data)
@@ -130,13 +132,15 @@ def train_arrays(train: tuple, val: tuple, classes: list[str], out: str | Path, 
 
 
 def evaluate_packed(model: str | Path, data: str | Path, split: str = "test", out: str | Path | None = None,
-                    tta: bool = True) -> dict:
-    """Evaluate a model file on one split of a packed dataset; writes the report folder, returns the report."""
+                    tta: bool = True, device: str = "auto") -> dict:
+    """Evaluate a model file on one split of a packed dataset; writes the report folder, returns the report.
+
+    ``device``: where the model runs (gearsight.devices; "auto" = the GPU when there is one)."""
     from gearsight.data.pack import PackedDataset
     from gearsight.evaluate import evaluate_to_dir
     from gearsight.predict import Classifier
 
-    clf = Classifier.load(model)
+    clf = Classifier.load(model, device=device)
     ds = PackedDataset(data)
     if clf.spec.input_size != ds.size or clf.spec.resize != ds.meta["resize"]:
         raise ValueError(f"{data} is packed at {ds.size}px/{ds.meta['resize']} but {model} expects "

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from gearsight.devices import add_device_option
+
 DATA_HELP = ("a Pascal VOC folder (Annotations/, JPEGImages/, ImageSets/Main/) or a COCO instances json "
              "(or a folder holding annotations/instances_*.json)")
 
@@ -72,6 +74,7 @@ def _register_train(sub) -> None:
     e.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
     e.add_argument("--workers", type=int, default=1, help="data loader processes")
     e.add_argument("--seed", type=int, default=0)
+    add_device_option(e)
     p.set_defaults(func=run_train)
 
 
@@ -85,6 +88,7 @@ def _register_evaluate(sub) -> None:
     p.add_argument("--out", type=Path, default=None, help="report folder")
     p.add_argument("--draw", type=int, default=4, help="images on the predictions sheet (0: none)")
     _add_data_options(p)
+    add_device_option(p)
     p.set_defaults(func=run_evaluate)
 
 
@@ -95,6 +99,7 @@ def _register_predict(sub) -> None:
     p.add_argument("images", type=Path, nargs="+", help="image files")
     p.add_argument("--min-score", type=float, default=0.5)
     p.add_argument("--draw", type=Path, default=None, metavar="DIR", help="also save each image with its boxes")
+    add_device_option(p)
     p.set_defaults(func=run_predict)
 
 
@@ -174,7 +179,8 @@ def run_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup,
         crop=args.crop, scale_range=scale_range, vflip=args.vflip, photometric=not args.no_photometric,
         eval_every=args.eval_every, eval_from=args.eval_from, select=args.select, threads=args.threads,
-        workers=args.workers, seed=args.seed, weights=str(args.weights) if args.weights else None)
+        workers=args.workers, seed=args.seed, weights=str(args.weights) if args.weights else None,
+        device=args.device)
     print(f"anchors {cfg.model.anchor_sizes} ratios {cfg.model.aspect_ratios} min_size {cfg.model.min_size}", flush=True)
     fit(train, val, args.out, cfg, resume=args.resume)
     return 0
@@ -185,7 +191,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from gearsight.detect.predict import Detector
     from gearsight.detect.report import evaluate_detector
 
-    detector = Detector.load(args.model)
+    detector = Detector.load(args.model, device=args.device)
     data = _load(args, args.split, classes=detector.classes)
     report = evaluate_detector(detector, data, args.out, draw=args.draw, source=f"{args.data} [{args.split}]")
     print(f"{len(data.records)} images, {report['boxes']} boxes, {report['seconds_per_image']:.3f} s/image")
@@ -198,7 +204,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from gearsight.detect.predict import Detector
 
-    detector = Detector.load(args.model)
+    detector = Detector.load(args.model, device=args.device)
     missing = [p for p in args.images if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"image file not found: {missing[0]}")

@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from gearsight.devices import add_device_option
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("predict", help="top-k labels for image files")
@@ -12,6 +14,7 @@ def register(subparsers) -> None:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    add_device_option(p)
     p.set_defaults(func=run)
 
 
@@ -19,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from gearsight.data.decode import DecodeError
     from gearsight.predict import Classifier
 
-    clf = Classifier.load(args.model)
+    clf = Classifier.load(args.model, device=args.device)
     results, failed = [], 0
     for path in args.images:  # one at a time so one unreadable file does not sink the others
         try:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from gearsight.devices import add_device_option, resolve_device
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a CNN on packed data or CTF files",
@@ -40,6 +42,7 @@ def register(subparsers) -> None:
     r = p.add_argument_group("runtime")
     r.add_argument("--seed", type=int, help="model init, batch order and augmentation seed (default 0)")
     r.add_argument("--amp", choices=["auto", "bf16", "off"], help="bf16 autocast; auto = where the hardware has it")
+    add_device_option(r, default=None)  # None: the --config file's device, else TrainConfig's "auto"
     r.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     r.add_argument("--mlflow", action="store_const", const=True, help="log to MLflow (sqlite store in RUN)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -47,7 +50,7 @@ def register(subparsers) -> None:
 
 
 OPTION_NAMES = ["arch", "widths", "stem", "norm", "epochs", "batch_size", "lr", "ema", "weight_decay", "label_smoothing", "patience",
-                "translate", "flip", "seed", "amp", "threads", "mlflow"]
+                "translate", "flip", "seed", "amp", "device", "threads", "mlflow"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
     cfg.update(**{k: getattr(args, k) for k in OPTION_NAMES})
+    resolve_device(cfg.device)  # a --config file's device too: a clear error before any data is read
     if str(args.data).lower().endswith(".txt"):
         from gearsight.workflow import train_mapfile
 

@@ -5,7 +5,8 @@ torchvision detector name, ``arch_config`` the full DetectorConfig (min_size, ma
 ``classes`` the class names, ``extra["task"] == "detection"`` and ``extra["category_ids"]`` the
 source's category ids. Preprocessing is the model's own (GeneralizedRCNNTransform: ImageNet
 normalization, resize to min_size/max_size), so inference equals training by construction; boxes come
-back in the input image's pixels.
+back in the input image's pixels. The model runs where its weights are (``Detector.load(path, device)``,
+gearsight.devices); images are decoded on the CPU and moved there, outputs come back as numpy.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch
 from gearsight.checkpoint import ModelSpec, read_spec, save_model
 from gearsight.data.decode import ImageSource, decode_image
 from gearsight.detect.model import ARCHS, IMAGE_MEAN, IMAGE_STD, DetectorConfig, create_detector
+from gearsight.devices import model_device, resolve_device
 
 
 def detector_spec(arch: str, config: DetectorConfig, classes: list[str], category_ids: list[int],
@@ -56,13 +58,16 @@ def _as_tensor(image: ImageSource | np.ndarray) -> torch.Tensor:
 
 @torch.inference_mode()
 def run_model(model, images: Sequence[ImageSource | np.ndarray], batch_size: int = 4) -> list[dict]:
-    """torchvision's output per image: numpy boxes (xyxy, image pixels), labels (1-based), scores."""
+    """torchvision's output per image: numpy boxes (xyxy, image pixels), labels (1-based), scores.
+
+    Runs on the model's device: images go there, outputs come back to the CPU."""
     was_training = model.training
     model.eval()
+    device = model_device(model)
     outputs = []
     for start in range(0, len(images), batch_size):
-        batch = [_as_tensor(im) for im in images[start:start + batch_size]]
-        outputs += [{k: v.numpy() for k, v in out.items()} for out in model(batch)]
+        batch = [_as_tensor(im).to(device) for im in images[start:start + batch_size]]
+        outputs += [{k: v.cpu().numpy() for k, v in out.items()} for out in model(batch)]
     model.train(was_training)
     return outputs
 
@@ -70,13 +75,16 @@ def run_model(model, images: Sequence[ImageSource | np.ndarray], batch_size: int
 class Detector:
     """A loaded detector: ``Detector.load(path).predict([path_or_bytes_or_array, ...])``."""
 
-    def __init__(self, model, spec: ModelSpec):
-        self.model = model.eval()
+    def __init__(self, model, spec: ModelSpec, device: str | torch.device | None = None):
+        """``device``: a gearsight.devices name; None keeps the model where it already is."""
+        self.device = model_device(model) if device is None else resolve_device(device)
+        self.model = model.eval().to(self.device)
         self.spec = spec
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Detector":
-        return cls(*load_detector(path))
+    def load(cls, path: str | os.PathLike, device: str | torch.device | None = "auto") -> "Detector":
+        """Rebuild a detector model file's network on ``device`` (default "auto": the GPU when there is one)."""
+        return cls(*load_detector(path), device=device)
 
     @property
     def classes(self) -> list[str]:

@@ -27,6 +27,7 @@ from gearsight.detect.model import DEFAULT_ARCH, DetectorConfig, create_detector
 from gearsight.detect.predict import detector_spec, run_model, save_detector
 from gearsight.detect.records import DetectionData
 from gearsight.detect.transforms import DetectionDataset, collate, train_transforms
+from gearsight.devices import model_device, resolve_device
 
 LOSSES = ["loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"]
 COLUMNS = ["epoch", "step", "loss", *LOSSES, "lr", "img_per_s", "elapsed_min", "val_AP", "val_AP50", "val_AP75"]
@@ -56,6 +57,7 @@ class DetectTrainConfig:
     cache: bool = True  # keep decoded training images in memory (the worker's)
     seed: int = 0
     weights: str | None = None  # local torchvision checkpoint to start from
+    device: str = "auto"  # where training runs: auto, cpu, cuda, cuda:N (gearsight/devices.py)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -118,6 +120,7 @@ def _progress_bar(loader, epoch: int):
 def train_one_epoch(model, loader, optimizer, schedule: Schedule, state: dict, cfg: DetectTrainConfig,
                     start: float) -> dict[str, float]:
     model.train()
+    device = model_device(model)
     sums = dict.fromkeys(["loss", *LOSSES], 0.0)
     seen, t0 = 0, time.perf_counter()
     bar = _progress_bar(loader, state["epoch"])
@@ -128,7 +131,10 @@ def train_one_epoch(model, loader, optimizer, schedule: Schedule, state: dict, c
         lr = schedule.lr(state["step"], elapsed)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        losses = model(list(images), list(targets))
+        images = [im.to(device, non_blocking=True) for im in images]
+        targets = [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()}
+                   for t in targets]
+        losses = model(images, targets)
         loss = sum(losses.values())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {state['step']}: lower --lr or raise --warmup")
@@ -159,7 +165,8 @@ def save_state(path: Path, model, optimizer, state: dict, cfg: DetectTrainConfig
 
 
 def load_state(path: Path, model, optimizer) -> dict:
-    blob = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain types only
+    """Restore RUN/last.pt; model and optimizer tensors land on the model's device, wherever they were saved."""
+    blob = torch.load(path, map_location=model_device(model), weights_only=True)  # tensors and plain types only
     model.load_state_dict(blob["model"])
     optimizer.load_state_dict(blob["optimizer"])
     return blob["state"]
@@ -187,7 +194,7 @@ def fit(train: DetectionData, val: DetectionData | None, run_dir: str | Path, cf
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     atomic_write(run_dir / "config.json", lambda tmp: Path(tmp).write_text(cfg.to_json()))
-    model = build_model(cfg, len(train.classes))
+    model = build_model(cfg, len(train.classes)).to(resolve_device(cfg.device))
     optimizer = make_optimizer(model, cfg)
     dataset = DetectionDataset(train.records, train_transforms(
         cfg.model.min_size, cfg.model.max_size, cfg.crop or cfg.model.min_size, scale_range=cfg.scale_range,
