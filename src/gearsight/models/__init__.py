@@ -20,12 +20,20 @@ def register_model(name: str):
 
 
 def list_models() -> list[str]:
+    """gearsight's own architectures; any timm classifier is also available as ``timm:<name>``."""
     return sorted(_REGISTRY)
 
 
+TIMM_PREFIX = "timm:"  # "timm:<name>": a timm architecture (models/timm_models.py); timm is imported only then
+
+
 def create_model(name: str, num_classes: int, **config) -> nn.Module:
+    if name.startswith(TIMM_PREFIX):
+        from gearsight.models.timm_models import create_timm_model
+
+        return create_timm_model(name[len(TIMM_PREFIX):], num_classes=num_classes, **config)
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(list_models())}, or timm:<name>")
     return _REGISTRY[name](num_classes=num_classes, **config)
 
 
