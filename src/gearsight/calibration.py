@@ -4,11 +4,12 @@
 Modern Neural Networks"): the predictions are grouped by confidence (the top probability) into
 ``n_bins`` equal-width bins over [0, 1] (bin b holds confidences in ((b-1)/n, b/n], the first bin
 also 0), and ECE = sum over bins of (bin size / N) * |accuracy in the bin - mean confidence in the
-bin|. 0 is perfectly calibrated; a model that says 99 % and is right 16 % of the time (the gear
-model on the outdoor benchmark) has an ECE near 0.8.
+bin|. 0 is perfectly calibrated. Measured with the gear recipe (40 epochs): ECE 0.10 on the studio
+test split (label smoothing makes it *under*-confident: right more often than it says) and 0.35 on
+the outdoor benchmark, where it is right 9.7 % of the time at a mean confidence near 45 %.
 
-``reliability_diagram`` draws the same bins: accuracy per bin against the diagonal, with the gap to
-the diagonal shaded and the number of predictions per bin below.
+``reliability_diagram`` draws the same bins: accuracy per bin against the diagonal, with the gap
+between accuracy and the bin's mean confidence hatched, and the number of predictions per bin below.
 """
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def reliability_diagram(probs: np.ndarray, labels: np.ndarray, path: str | Path,
     top.bar(centers, acc, width=width, color="tab:blue", edgecolor="black", linewidth=0.5, label="accuracy")
     gap_lo, gap_hi = np.minimum(acc, conf), np.maximum(acc, conf)
     top.bar(centers[count > 0], (gap_hi - gap_lo)[count > 0], bottom=gap_lo[count > 0], width=width,
-            color="tab:red", alpha=0.3, edgecolor="tab:red", linewidth=0.5, label="gap to mean confidence")
+            facecolor="none", edgecolor="tab:red", hatch="///", linewidth=0.8, label="gap to mean confidence")
     top.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
