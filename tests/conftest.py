@@ -13,6 +13,23 @@ from gearsight.data.paths import dataset_dir, shared_data_dir
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_report_header(config) -> str:
+    """Name the precision this run trains in: results differ between bf16 and fp32 CPUs, so a log
+    must say which it was. ``GEARSIGHT_AMP=off|bf16`` forces what ``amp: auto`` means everywhere
+    (subprocesses inherit it); tests that compare numbers pin their precision explicitly."""
+    from gearsight.train import AMP_ENV, cpu_has_fast_bf16
+
+    native = "yes" if cpu_has_fast_bf16() else "no (bf16 is emulated, slow)"
+    forced = os.environ.get(AMP_ENV)
+    mode = f"{AMP_ENV}={forced} (forced)" if forced else f"auto ({'bf16' if cpu_has_fast_bf16() else 'fp32'} on this CPU)"
+    return f"gearsight amp: {mode}; CPU native bf16: {native}"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    # Repeated at the end: `make test` runs pytest -q, which hides the header.
+    terminalreporter.write_line(pytest_report_header(None))
+
+
 def require_dataset(name: str) -> Path:
     path = dataset_dir(name)
     if path is None:

@@ -42,9 +42,27 @@ def cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+AMP_ENV = "GEARSIGHT_AMP"  # forces what amp="auto" means: "off" or "bf16" (the tests honour it too)
+
+
+def resolve_amp(amp: str, device: torch.device) -> bool:
+    """True when training should run under bf16 autocast.
+
+    ``auto`` is bf16 on GPUs and on CPUs with native bf16, fp32 elsewhere; ``$GEARSIGHT_AMP``
+    overrides what auto means (so one test suite can be run both ways on any machine). An explicit
+    "off" or "bf16" in the config always wins: tests that compare numbers pin one.
+    """
+    if amp == "auto" and os.environ.get(AMP_ENV):
+        amp = os.environ[AMP_ENV]
+        if amp not in ("off", "bf16"):
+            raise ValueError(f"${AMP_ENV}={amp!r}: expected 'off' or 'bf16'")
+    if amp not in ("auto", "off", "bf16"):
+        raise ValueError(f"amp={amp!r}: expected 'auto', 'off' or 'bf16'")
+    return amp == "bf16" or (amp == "auto" and (device.type == "cuda" or cpu_has_fast_bf16()))
+
+
 def autocast_for(amp: str, device: torch.device):
-    use_bf16 = amp == "bf16" or (amp == "auto" and (device.type == "cuda" or cpu_has_fast_bf16()))
-    if not use_bf16:
+    if not resolve_amp(amp, device):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
