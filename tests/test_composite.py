@@ -230,3 +230,47 @@ def test_outdoor_on_real_gear_and_coco(tmp_path):
     images = PackedDataset(tmp_path / "packed").images
     # A scene, not a studio: far less near-white than a catalog photo on white.
     assert ((np.asarray(images).min(axis=3) >= 240).mean(axis=(1, 2)) < 0.5).all()
+
+
+def test_zoom_out_identity_and_half_scale():
+    from gearsight.data.composite import zoom_out
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8, generator=g)
+    m = torch.zeros(3, 32, 32, dtype=torch.uint8)
+    m[:, 8:24, 8:24] = 255
+    same, same_m = zoom_out(x, m, torch.ones(3), torch.zeros(3, 2))
+    assert torch.equal(same, x) and torch.equal(same_m, m)
+    small, small_m = zoom_out(x, m, torch.full((3,), 0.5), torch.zeros(3, 2))
+    area = (small_m > 127).sum(dim=(1, 2)).float()
+    assert torch.allclose(area, torch.full((3,), 64.0), atol=8)  # 16x16 object -> 8x8
+    assert (small_m[:, :8] == 0).all() and (small_m[:, :, -8:] == 0).all()  # the revealed border is not object
+    moved, moved_m = zoom_out(x, m, torch.full((3,), 0.5), torch.tensor([[1.0, 1.0]] * 3))
+    ys, xs = torch.nonzero(moved_m[0] > 127, as_tuple=True)
+    assert xs.float().mean() > 20 and ys.float().mean() > 20  # shift 1 = towards the bottom-right edge
+
+
+def test_packed_batches_paste_objects_on_scenes_and_keep_them():
+    """Background augmentation in the training loader: at p = 1 and scale 1 every object pixel is
+    the catalog's, every background pixel a scene's (not the catalog white)."""
+    from gearsight.data.composite import prepare_backgrounds
+    from gearsight.data.loader import Batches
+
+    n, s = 8, 24
+    images = torch.full((n, s, s, 3), 255, dtype=torch.uint8)
+    images[:, 6:18, 6:18] = torch.tensor([200, 30, 30], dtype=torch.uint8)
+    masks = torch.zeros(n, s, s, dtype=torch.uint8)
+    masks[:, 6:18, 6:18] = 255
+    scenes = prepare_backgrounds(np.full((2, 40, 40, 3), 7, np.uint8), s)
+    b = Batches(images, torch.zeros(n, dtype=torch.long), batch_size=n, mean=[0.0] * 3, std=[1 / 255] * 3,
+                augment=True, flip=True, translate=2, masks=masks, backgrounds=scenes, background_p=1.0,
+                background_scale=(1.0, 1.0))
+    x, _ = next(b.epoch(0))
+    pixels = x.permute(0, 2, 3, 1).round().to(torch.uint8)
+    red = (pixels == torch.tensor([200, 30, 30], dtype=torch.uint8)).all(dim=3)
+    scene = (pixels == 7).all(dim=3)
+    assert (red.sum(dim=(1, 2)) >= 100).all()  # the 12x12 object, shifted, minus a soft edge
+    assert (red | scene).float().mean() > 0.95 and not (pixels == 255).all(dim=3).any()
+    b.background_p = 0.0
+    x0, _ = next(b.epoch(0))
+    assert (x0.permute(0, 2, 3, 1).round() == 255).all(dim=3).any()  # off: catalog white stays

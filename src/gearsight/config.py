@@ -38,6 +38,11 @@ class TrainConfig:
     alternate_flip: bool = False  # mirror each image in every other epoch instead of at random (airbench)
     translate: int = 4  # max shift, pixels at input resolution (64 px -> 6%)
     translate_pad: str = "fill"  # border revealed by a shift: "fill" (the pack's fill) or "reflect"
+    # background augmentation (data/composite.py): the product is cut from its catalog background
+    # (data/matting.py) and pasted on a real scene, so the model learns the gear, not the studio
+    background_p: float = 0.0  # probability per training image per epoch; 0 = off
+    background_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # object size range, x frame
+    backgrounds: str = ""  # scene pool (.npy, uint8 M x S x S x 3); "" = COCO128's augment half, built once
     # evaluation / stopping
     tta: bool = True  # average logits of image and mirror at evaluation
     tta_translate: int = 0  # also average over 2 copies shifted by +-N px (airbench's TTA level 2); 0 = off

@@ -48,9 +48,49 @@ def train_packed(data: str | Path, out: str | Path, cfg: TrainConfig | None = No
     from gearsight.data.pack import PackedDataset
 
     ds = PackedDataset(data)
+    cfg = (cfg or TrainConfig()).update(**overrides)
+    paste = background_inputs(ds, cfg) if cfg.background_p > 0 else {}
     return train_arrays(ds.subset("train"), ds.subset("val"), ds.classes, out, cfg, resume, progress,
                         resize=ds.meta["resize"], fill=ds.meta["fill"],
-                        data_info={"path": str(data), "counts": ds.meta["counts"]}, **overrides)
+                        data_info={"path": str(data), "counts": ds.meta["counts"]}, paste=paste)
+
+
+def background_inputs(ds, cfg: TrainConfig) -> dict:
+    """Masks of the train split and the scene pool at the pack's size, for background augmentation.
+
+    Masks are cut once per pack (data/matting.py, ~13 ms a photo) and cached as DATA/masks.npy; the
+    scene pool is COCO128's *augment* half (never the outdoor benchmark's scenes), built once into
+    the work folder, unless ``cfg.backgrounds`` names a pool.
+    """
+    import numpy as np
+    import torch
+
+    from gearsight.data.composite import prepare_backgrounds
+    from gearsight.data.matting import masks_for_pack
+    from gearsight.data.paths import dataset_dir, work_dir
+
+    cache = Path(ds.root) / "masks.npy"
+    if cache.is_file() and cache.stat().st_mtime >= (Path(ds.root) / "meta.json").stat().st_mtime:
+        masks = np.load(cache)  # newer than the pack it belongs to
+    else:
+        print(f"cutting {len(ds)} objects from their backgrounds (once; cached in {cache})")
+        masks = masks_for_pack(ds.root)
+        np.save(cache, masks)
+    pool_path = Path(cfg.backgrounds) if cfg.backgrounds else work_dir() / "backgrounds" / "coco128_augment256.npy"
+    if not pool_path.is_file():
+        if cfg.backgrounds:
+            raise FileNotFoundError(f"backgrounds: {pool_path} does not exist")
+        coco = dataset_dir("coco128")
+        if coco is None:
+            raise FileNotFoundError("background augmentation needs scene photos: COCO128 is not available "
+                                    "(`gearsight datasets download coco128`, or set backgrounds: POOL.npy)")
+        from gearsight.data.outdoor import build_background_pool
+
+        build_background_pool(coco, pool_path)
+    scenes = prepare_backgrounds(np.load(pool_path), ds.size)
+    train_masks = masks[ds.indices("train")]
+    return {"masks": torch.from_numpy(np.ascontiguousarray(train_masks)), "backgrounds": scenes,
+            "background_p": cfg.background_p, "background_scale": tuple(cfg.background_scale)}
 
 
 def train_ctf(train_file: str | Path, val_file: str | Path, out: str | Path, image_shape=(32, 32, 3),
@@ -107,8 +147,9 @@ def train_mapfile(train_map: str | Path, val_map: str | Path, out: str | Path, t
 
 def train_arrays(train: tuple, val: tuple, classes: list[str], out: str | Path, cfg: TrainConfig | None = None,
                  resume: bool = False, progress: bool = True, resize: str = "pad", fill: int = 255,
-                 data_info: dict | None = None, **overrides) -> dict:
-    """Train on (uint8 NHWC images, labels) arrays for train and val."""
+                 data_info: dict | None = None, paste: dict | None = None, **overrides) -> dict:
+    """Train on (uint8 NHWC images, labels) arrays for train and val; ``paste``: background
+    augmentation inputs (``background_inputs``)."""
     from gearsight.data.loader import Batches
     from gearsight.train import fit
 
@@ -117,7 +158,7 @@ def train_arrays(train: tuple, val: tuple, classes: list[str], out: str | Path, 
     train_b = Batches.from_arrays(*train, batch_size=cfg.batch_size, shuffle=True, augment=True,
                                   flip=cfg.flip, alternate_flip=cfg.alternate_flip, translate=cfg.translate, fill=fill,
                                   pad_mode=cfg.translate_pad,
-                                  drop_last=True, **common)
+                                  drop_last=True, **(paste or {}), **common)
     val_b = Batches.from_arrays(*val, batch_size=256, **common)
     if len(train_b) == 0:
         raise ValueError(f"need at least {cfg.batch_size} train images (have {len(train_b.labels)})")

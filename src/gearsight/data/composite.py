@@ -209,3 +209,42 @@ def paste_on_backgrounds(x: torch.Tensor, masks: torch.Tensor, backgrounds: torc
     out = x.clone()
     out.index_copy_(0, chosen, blended)
     return out
+
+
+def zoom_out(x: torch.Tensor, masks: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shrink each NHWC uint8 image and its mask by ``scale`` (N,) in (0, 1] about the centre, then
+    move it by ``shift`` (N, 2) in units of the free margin (-1..1); the revealed border has mask 0.
+
+    One batched ``grid_sample`` (bilinear): the outdoor photos show gear at 40-90% of the frame, the
+    catalog at ~95%, so the pasted object must come smaller too or the model only learns one size.
+    """
+    n, h, w, _ = x.shape
+    theta = torch.zeros(n, 2, 3)
+    inv = 1.0 / scale
+    theta[:, 0, 0] = inv
+    theta[:, 1, 1] = inv
+    theta[:, :, 2] = -shift * (inv - 1.0)[:, None]  # shift 1 puts the object against the edge
+    grid = torch.nn.functional.affine_grid(theta, (n, 4, h, w), align_corners=False)
+    rgba = torch.cat([x, masks[..., None]], dim=3).permute(0, 3, 1, 2).float()
+    out = torch.nn.functional.grid_sample(rgba, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return out[..., :3].contiguous(), out[..., 3].contiguous()
+
+
+def background_augment(x: torch.Tensor, masks: torch.Tensor, backgrounds: torch.Tensor, p: float,
+                       scale_range: tuple[float, float] = (0.5, 1.0),
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training augmentation: with probability ``p`` an image's object (its mask) is shrunk by a
+    random factor in ``scale_range``, moved, and pasted on a random scene crop (NHWC uint8)."""
+    chosen = torch.nonzero(torch.rand(len(x), generator=generator) < p).flatten()
+    if chosen.numel() == 0:
+        return x
+    k = chosen.numel()
+    lo, hi = scale_range
+    scale = lo + (hi - lo) * torch.rand(k, generator=generator)
+    shift = torch.rand(k, 2, generator=generator) * 2 - 1
+    fg, fg_mask = zoom_out(x.index_select(0, chosen), masks.index_select(0, chosen), scale, shift)
+    pasted = paste_on_backgrounds(fg, fg_mask, backgrounds, generator=generator, p=1.0)
+    out = x.clone()
+    out.index_copy_(0, chosen, pasted)
+    return out

@@ -11,6 +11,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from gearsight.data.composite import background_augment
 from gearsight.data.transforms import draw_flip_translate, flip_translate, pad_images, to_model_input
 
 
@@ -32,6 +33,12 @@ class Batches:
     seed: int = 0
     rank: int = 0  # data-parallel shard of this process
     world_size: int = 1
+    # Background augmentation (data/composite.py): object masks (uint8 NHW, 255 = object) and a scene
+    # pool prepared at this size; each training image is pasted on a scene with ``background_p``.
+    masks: torch.Tensor | None = None
+    backgrounds: torch.Tensor | None = None
+    background_p: float = 0.0
+    background_scale: tuple[float, float] = (0.5, 1.0)
 
     @classmethod
     def from_arrays(cls, images: np.ndarray, labels: np.ndarray, **kw) -> "Batches":
@@ -42,6 +49,10 @@ class Batches:
     def __post_init__(self):
         # Pad the whole split once (a few MB) instead of every batch.
         self._padded = pad_images(self.images, self.translate, self.fill, self.pad_mode) if self.augment else None
+        if self.augment and self.masks is not None and self.backgrounds is not None:
+            # The mask rides along as a 4th channel, so it gets the same flips and shifts.
+            masks = pad_images(self.masks[..., None], self.translate, 0, "fill")
+            self._padded = torch.cat([self._padded, masks], dim=3)
         parity_gen = torch.Generator().manual_seed(self.seed * 7919 + 1)
         self._flip_parity = torch.randint(0, 2, (len(self.labels),), generator=parity_gen)
 
@@ -57,6 +68,9 @@ class Batches:
         single-process step, and the averaged gradient is the same.
         """
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        # Its own stream per process: pasting draws a varying count, and must not shift ``gen``, which
+        # every data-parallel process walks in step.
+        paste_gen = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 64 + self.rank + 1)
         n = len(self.labels)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
         for start in range(0, n, self.batch_size):
@@ -73,6 +87,11 @@ class Batches:
                 params = params.tensor_split(self.world_size)[self.rank] if self.augment else None
             if self.augment:
                 images = flip_translate(self._padded[idx], self.translate, params)
+                if images.shape[3] == 4:  # RGB + mask
+                    images, masks = images[..., :3], images[..., 3]
+                    if self.background_p > 0:
+                        images = background_augment(images, masks, self.backgrounds, self.background_p,
+                                                    tuple(self.background_scale), paste_gen)
             else:
                 images = self.images[idx]
             yield to_model_input(images, self.mean, self.std), self.labels[idx]
