@@ -21,7 +21,7 @@ def pytest_report_header(config) -> str:
 
     native = "yes" if cpu_has_fast_bf16() else "no (bf16 is emulated, slow)"
     forced = os.environ.get(AMP_ENV)
-    mode = f"{AMP_ENV}={forced} (forced)" if forced else f"auto ({'bf16' if cpu_has_fast_bf16() else 'fp32'} on this CPU)"
+    mode = f"{AMP_ENV}={forced} (forced: amp=auto trains in {forced})" if forced else "auto (fp32 on this CPU)"
     return f"gearsight amp: {mode}; CPU native bf16: {native}"
 
 

@@ -48,7 +48,7 @@ class TrainConfig:
     tta_translate: int = 0  # also average over 2 copies shifted by +-N px (airbench's TTA level 2); 0 = off
     patience: int = 0  # stop after this many epochs without a better val accuracy; 0 = never
     # runtime
-    amp: str = "auto"  # "auto" (bf16 where the hardware has it), "bf16", or "off"
+    amp: str = "auto"  # "auto" (bf16 on GPUs, fp32 on CPUs: train.resolve_amp says why), "bf16", or "off"
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:N"; see gearsight/devices.py
     threads: int = 0  # torch intra-op threads; 0 = all cores
     seed: int = 0

@@ -154,6 +154,10 @@ def train_arrays(train: tuple, val: tuple, classes: list[str], out: str | Path, 
     from gearsight.train import fit
 
     cfg = (cfg or TrainConfig()).update(**overrides)
+    if cfg.pretrained:  # before the batches: they normalise with the weights' own mean/std
+        from gearsight.models.pretrained import apply_pretrained_normalization
+
+        apply_pretrained_normalization(cfg)
     common = dict(mean=cfg.mean, std=cfg.std, seed=cfg.seed)
     train_b = Batches.from_arrays(*train, batch_size=cfg.batch_size, shuffle=True, augment=True,
                                   flip=cfg.flip, alternate_flip=cfg.alternate_flip, translate=cfg.translate, fill=fill,

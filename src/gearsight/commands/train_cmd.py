@@ -50,7 +50,7 @@ def register(subparsers) -> None:
     a.add_argument("--no-flip", dest="flip", action="store_const", const=False, help="no random mirroring")
     r = p.add_argument_group("runtime")
     r.add_argument("--seed", type=int, help="model init, batch order and augmentation seed (default 0)")
-    r.add_argument("--amp", choices=["auto", "bf16", "off"], help="bf16 autocast; auto = where the hardware has it")
+    r.add_argument("--amp", choices=["auto", "bf16", "off"], help="bf16 autocast; auto = bf16 on GPUs, fp32 on CPUs (measured, see train.resolve_amp); $GEARSIGHT_AMP overrides auto")
     add_device_option(r, default=None)  # None: the --config file's device, else TrainConfig's "auto"
     r.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     r.add_argument("--mlflow", action="store_const", const=True, help="log to MLflow (sqlite store in RUN)")
