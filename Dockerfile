@@ -13,12 +13,13 @@ ARG PIP_CERT=
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 
-# Serving dependencies at the exact versions of requirements.lock (one place for pins), no torch.
+# Serving dependencies at the exact versions of requirements.lock (one place for pins), no torch;
+# `-c` pins their dependencies (starlette, pydantic, anyio, ...) to the lock too.
 COPY requirements.lock ./
 RUN python3 -m venv /opt/venv \
  && grep -E '^(numpy|pillow|onnxruntime|fastapi|uvicorn|httptools|uvloop|python-multipart|prometheus-client)==' \
       requirements.lock > requirements-serve.txt \
- && /opt/venv/bin/pip install ${PIP_CERT:+--cert "$PIP_CERT"} -r requirements-serve.txt
+ && /opt/venv/bin/pip install ${PIP_CERT:+--cert "$PIP_CERT"} -r requirements-serve.txt -c requirements.lock
 
 # The package itself without its training dependencies (torch & co.): serving imports none of them.
 # (README.md is pyproject's long description; an empty one will do here.)
