@@ -19,7 +19,8 @@ COPY requirements.lock ./
 RUN python3 -m venv /opt/venv \
  && grep -E '^(numpy|pillow|onnxruntime|fastapi|uvicorn|httptools|uvloop|python-multipart|prometheus-client)==' \
       requirements.lock > requirements-serve.txt \
- && /opt/venv/bin/pip install ${PIP_CERT:+--cert "$PIP_CERT"} -r requirements-serve.txt -c requirements.lock
+ && grep -E '^[A-Za-z0-9_.-]+==' requirements.lock > constraints.txt \
+ && /opt/venv/bin/pip install ${PIP_CERT:+--cert "$PIP_CERT"} -r requirements-serve.txt -c constraints.txt
 
 # The package itself without its training dependencies (torch & co.): serving imports none of them.
 # (README.md is pyproject's long description; an empty one will do here.)
