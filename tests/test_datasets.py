@@ -238,3 +238,37 @@ def test_make_gear_split_reproduces_shared_split_csv(monkeypatch):
     gear = require_dataset("gear")
     assert make_gear_split(gear) == (gear / "split.csv").read_text()
     assert (CHECKSUMS / "gear.sha256").read_bytes() == (gear / "SHA256SUMS").read_bytes()
+
+
+def test_coco128_download_keeps_train2017_and_the_json_not_the_val_copy(tmp_path, served):
+    """COCO128's GitHub archive: the whole repository is the dataset (member_prefix "."), but only
+    the files in coco128.sha256 are kept; its byte-identical val2017/ copy is reported and dropped."""
+    www, base, _ = served
+    top = f"COCO128-{datasets.COCO128_COMMIT}"
+    files = {f"train2017/{rel.split('/')[1]}": data for rel, data in tiny_images().items()}
+    files["annotations/instances_train2017.json"] = b'{"images": [], "annotations": [], "categories": []}'
+    with zipfile.ZipFile(www / "coco128.zip", "w") as zf:
+        for rel, data in files.items():
+            zf.writestr(f"{top}/{rel}", data)
+            zf.writestr(f"{top}/{rel.replace('train2017', 'val2017')}", data)
+        zf.writestr(f"{top}/README.md", "readme\n")
+    sums = tmp_path / "coco128-test.sha256"
+    sums.write_text("".join(f"{hashlib.sha256(d).hexdigest()}  {rel}\n" for rel, d in sorted(files.items())))
+    spec = dataclasses.replace(DATASETS["coco128"], sums=sums)
+    logged: list[str] = []
+    dest = download(spec, url=f"{base}/coco128.zip", progress=False, log=logged.append)
+    assert dest == resolve_dataset("coco128")
+    for rel, data in files.items():
+        assert (dest / rel).read_bytes() == data
+    assert not (dest / "val2017").exists() and not (dest / "README.md").exists()
+    assert any("ignoring" in m and "README.md" in m for m in logged)
+
+
+def test_shipped_coco128_checksums_match_the_shared_copy():
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128"  # the fixture hides $GEARSIGHT_DATA
+    if not shared.is_dir():
+        pytest.skip(f"{shared} is absent")
+    sums = datasets.read_sums(DATASETS["coco128"].sums)
+    assert len(sums) == 129  # 128 photos + the instances json
+    for rel in list(sums)[:5]:
+        assert hashlib.sha256((shared / rel).read_bytes()).hexdigest() == sums[rel]

@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "gearsight.commands.pack_cmd",
     "gearsight.commands.train_cmd",
     "gearsight.commands.evaluate_cmd",
+    "gearsight.commands.outdoor_cmd",
     "gearsight.commands.predict_cmd",
     "gearsight.commands.datasets_cmd",
     "gearsight.commands.export_cmd",

@@ -33,6 +33,7 @@ CHECKSUMS = Path(__file__).with_name("checksums")
 MARKER = ".gearsight-dataset.json"   # written last inside a finished download
 MIRROR_ENV = "GEARSIGHT_DATASETS_URL"  # base URL of a mirror holding every Dataset.filename
 GEAR_COMMIT = "1cfd2ebb4349834a9741650a7cb1fdf4f2083a11"
+COCO128_COMMIT = "47a3de30aaf7ad1c02105bd80598fb03ac0d0789"
 CHUNK = 1 << 20
 
 
@@ -62,6 +63,17 @@ DATASETS: dict[str, Dataset] = {
         member_prefix="Challenge2/gear_images",
         split_csv=True,
         about="2122 outdoor-gear catalog photos, 12 classes (GitHub ktakita1011/MLopenhack, no license stated)",
+    ),
+    "coco128": Dataset(
+        name="coco128",
+        # The scenes of the outdoor benchmark and of background augmentation, and a small COCO-json
+        # detection set. The repository's val2017/ is a byte-identical copy of train2017/: not kept.
+        url=f"https://codeload.github.com/developer0hye/COCO128/zip/{COCO128_COMMIT}",
+        filename=f"COCO128-{COCO128_COMMIT}.zip",
+        sums=CHECKSUMS / "coco128.sha256",
+        member_prefix=".",
+        about="the first 128 COCO train2017 photos with their instances json (CC BY 4.0 annotations, "
+              "Flickr image licenses; GitHub developer0hye/COCO128)",
     ),
     "cifar10": Dataset(
         name="cifar10",
@@ -228,7 +240,8 @@ def _member_base(zf: zipfile.ZipFile, prefix: str, archive_name: str) -> str:
     tops = {name.split("/", 1)[0] for name in zf.namelist()}
     if len(tops) != 1:
         raise ValueError(f"{archive_name}: expected one top-level folder, found {len(tops)}")
-    base = f"{tops.pop()}/{prefix.strip('/')}/"
+    inner = prefix.strip("/")
+    base = f"{tops.pop()}/" + (f"{inner}/" if inner != "." else "")  # "." = the whole repository
     if not any(name.startswith(base) for name in zf.namelist()):
         raise ValueError(f"{archive_name}: no {prefix}/ folder inside")
     return base
