@@ -48,6 +48,9 @@ def register(subparsers) -> None:
     a = p.add_argument_group("augmentation")
     a.add_argument("--translate", type=int, help="max random shift in pixels (default 4)")
     a.add_argument("--no-flip", dest="flip", action="store_const", const=False, help="no random mirroring")
+    a.add_argument("--background-p", type=float, metavar="P",
+                   help="paste each training image's object on a real scene with probability P (0 = off; packed data)")
+    a.add_argument("--backgrounds", metavar="POOL.npy", help="scene pool for --background-p (default: COCO128's augment half)")
     r = p.add_argument_group("runtime")
     r.add_argument("--seed", type=int, help="model init, batch order and augmentation seed (default 0)")
     r.add_argument("--amp", choices=["auto", "bf16", "off"], help="bf16 autocast; auto = bf16 on GPUs, fp32 on CPUs (measured, see train.resolve_amp); $GEARSIGHT_AMP overrides auto")
@@ -59,7 +62,7 @@ def register(subparsers) -> None:
 
 
 OPTION_NAMES = ["arch", "widths", "stem", "norm", "epochs", "batch_size", "lr", "ema", "weight_decay", "label_smoothing", "patience",
-                "translate", "flip", "seed", "amp", "device", "threads", "mlflow"]
+                "translate", "flip", "background_p", "backgrounds", "seed", "amp", "device", "threads", "mlflow"]
 OPTION_NAMES += ["pretrained", "head_lr_scale", "freeze_epochs", "bn_freeze"]  # pretrained backbones / fine-tuning
 
 
