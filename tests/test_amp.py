@@ -71,3 +71,11 @@ def test_training_learns_in_either_precision(tmp_path, amp):
     test = _squares(128, 2)
     assert (clf.predict_packed(test[0]).argmax(1) == test[1]).mean() >= 0.95
     assert clf.spec.extra["config"]["amp"] == amp
+
+
+def test_keep_last_saves_the_last_epoch_whatever_val_says(tmp_path):
+    cfg = TrainConfig().update(widths=[8, 8, 8], epochs=3, batch_size=32, threads=1, amp="off", keep="last")
+    summary = train_arrays(_squares(64, 0), _squares(32, 1), ["dark", "square"], tmp_path / "run", cfg,
+                           progress=False, resize="pad", fill=0)
+    assert summary["best_epoch"] == 2
+    assert Classifier.load(tmp_path / "run" / "model.safetensors").spec.extra["best_epoch"] == 2

@@ -353,7 +353,7 @@ def fit(train: Batches, val: Batches, classes: list[str], run_dir: str | Path, c
         row.update(evaluate(best_net, val, device, cfg) if has_val else {"val_loss": math.nan, "val_acc": math.nan})
         # Ties go to the later epoch: the val split is small (189 gear photos, 1 image = 0.5%), and
         # with a one-cycle schedule a later epoch has seen a lower learning rate.
-        improved = row["val_acc"] >= best["val_acc"] if has_val else True
+        improved = row["val_acc"] >= best["val_acc"] if has_val and cfg.keep == "best" else True
         if improved:
             best = {"val_acc": row["val_acc"], "val_loss": row["val_loss"], "epoch": epoch}
         if info.is_main:

@@ -45,6 +45,7 @@ def register(subparsers) -> None:
     s.add_argument("--label-smoothing", type=float)
     s.add_argument("--ema", type=float, help="weight EMA decay per step (0 = off)")
     s.add_argument("--patience", type=int, help="early stop after N epochs without val improvement (0 = off)")
+    s.add_argument("--keep", choices=["best", "last"], help="model saved: best val accuracy (default) or the last epoch")
     a = p.add_argument_group("augmentation")
     a.add_argument("--translate", type=int, help="max random shift in pixels (default 4)")
     a.add_argument("--no-flip", dest="flip", action="store_const", const=False, help="no random mirroring")
@@ -61,7 +62,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-OPTION_NAMES = ["arch", "widths", "stem", "norm", "epochs", "batch_size", "lr", "ema", "weight_decay", "label_smoothing", "patience",
+OPTION_NAMES = ["arch", "widths", "stem", "norm", "epochs", "batch_size", "lr", "ema", "weight_decay", "label_smoothing", "patience", "keep",
                 "translate", "flip", "background_p", "backgrounds", "seed", "amp", "device", "threads", "mlflow"]
 OPTION_NAMES += ["pretrained", "head_lr_scale", "freeze_epochs", "bn_freeze"]  # pretrained backbones / fine-tuning
 
