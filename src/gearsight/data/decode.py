@@ -117,6 +117,15 @@ def decode_image(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.n
 
     Raises DecodeError naming the source and the reason for anything that is not a readable image.
     """
+    return decode_with(src, lambda im: np.asarray(to_rgb(im), dtype=np.uint8).copy(), max_pixels)
+
+
+def decode_with(src: ImageSource, finish, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """Open, check the declared size, load and EXIF-rotate ``src``, then ``finish(PIL image)``.
+
+    The one place decode errors are named: ``decode_image`` finishes to RGB, the matting code
+    (data/matting.py) to RGBA with the file's alpha kept.
+    """
     name = describe_source(src)
     try:
         with warnings.catch_warnings():
@@ -128,7 +137,7 @@ def decode_image(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.n
                     raise DecodeError(name, f"declared size {width}x{height} exceeds the {max_pixels:,}-pixel limit")
                 im.load()
                 im = ImageOps.exif_transpose(im) or im
-                return np.asarray(to_rgb(im), dtype=np.uint8).copy()
+                return finish(im)
     except DecodeError:
         raise
     except UnidentifiedImageError:

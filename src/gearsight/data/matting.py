@@ -42,14 +42,12 @@ error messages) but keeps the alpha channel instead of compositing it on white.
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from gearsight.data.decode import (DEFAULT_MAX_PIXELS, FORMATS, DecodeError, ImageSource, _open,
-                                   describe_source, to_rgb)
+from gearsight.data.decode import DEFAULT_MAX_PIXELS, ImageSource, decode_with, to_rgb
 
 #: Near-white: every channel at or above this (0..255). See the module docstring for the measurement.
 BG_THRESHOLD = 240
@@ -86,26 +84,7 @@ def decode_rgba(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
     Same formats, pixel limit, EXIF rotation and DecodeError reasons as ``decode.decode_image``;
     ``flatten_on_white(decode_rgba(x))`` equals ``decode_image(x)`` (within 1 level of rounding).
     """
-    name = describe_source(src)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with _open(src) as im:
-                width, height = im.size
-                if width * height > max_pixels:
-                    raise DecodeError(name, f"declared size {width}x{height} exceeds the {max_pixels:,}-pixel limit")
-                im.load()
-                im = ImageOps.exif_transpose(im) or im
-                return _to_rgba(im)
-    except DecodeError:
-        raise
-    except UnidentifiedImageError:
-        raise DecodeError(name, f"not an image, or not one of the formats read here ({', '.join(FORMATS)})") from None
-    except Image.DecompressionBombError as exc:
-        raise DecodeError(name, f"declared size over the pixel limit ({exc})") from None
-    except Exception as exc:  # noqa: BLE001 - as decode_image: Pillow raises many kinds
-        kind = "truncated" if "truncated" in str(exc).lower() else "corrupt or unreadable"
-        raise DecodeError(name, f"{kind} ({type(exc).__name__}: {exc})") from None
+    return decode_with(src, _to_rgba, max_pixels)
 
 
 def flatten_on_white(rgba: np.ndarray) -> np.ndarray:
