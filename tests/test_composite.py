@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image, ImageDraw
 
 from gearsight.data import outdoor
@@ -274,3 +275,26 @@ def test_packed_batches_paste_objects_on_scenes_and_keep_them():
     b.background_p = 0.0
     x0, _ = next(b.epoch(0))
     assert (x0.permute(0, 2, 3, 1).round() == 255).all(dim=3).any()  # off: catalog white stays
+
+
+def test_outdoor_cli_and_background_training_end_to_end(tmp_path):
+    """The demo's path in real subprocesses on tiny real files: pack the catalog photos, build and
+    pack the outdoor set (`gearsight outdoor`), train with background augmentation from a scene pool,
+    evaluate on both; the masks are cut once and cached in the pack."""
+    from conftest import run_cli
+
+    gear_csv, scenes = fake_sources(tmp_path, per_class=6)
+    run_cli("pack", gear_csv, tmp_path / "gear32", "--size", "32", "--quiet", "--workers", "1")
+    proc = run_cli("outdoor", gear_csv, tmp_path / "outdoor", "--pack", tmp_path / "outdoor32", "--size", "32",
+                   "--scenes", scenes)
+    assert "12 composites" in proc.stdout and (tmp_path / "outdoor32" / "meta.json").is_file()
+    outdoor.build_background_pool(scenes, tmp_path / "pool.npy", side=48)
+    proc = run_cli("train", tmp_path / "gear32", "--out", tmp_path / "run", "--epochs", "2", "--batch-size", "4",
+                   "--widths", "8,8,8", "--background-p", "0.5", "--backgrounds", tmp_path / "pool.npy",
+                   "--threads", "1", "--quiet")
+    assert "cutting" in proc.stdout and (tmp_path / "gear32" / "masks.npy").is_file()
+    for data in ("gear32", "outdoor32"):
+        out = run_cli("evaluate", tmp_path / "run" / "model.safetensors", tmp_path / data, "--split", "test").stdout
+        assert "accuracy" in out and "ECE" in out
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert cfg["background_p"] == 0.5 and cfg["backgrounds"] == str(tmp_path / "pool.npy")
