@@ -56,8 +56,11 @@ def main() -> None:
         packed, outdoor = out / f"gear{size}", out / f"outdoor{size}"
         if not (packed / "meta.json").is_file():
             workflow.pack_source(gear / "split.csv", packed, size=size, progress=False)
-        if not (outdoor / "meta.json").is_file():
-            build_and_pack(gear / "split.csv", coco, out / "outdoor", outdoor, pack_size=size)
+        if not (outdoor / "meta.json").is_file():  # the composites once, packed at each recipe's size
+            if (out / "outdoor" / "split.csv").is_file():
+                workflow.pack_source(out / "outdoor" / "split.csv", outdoor, size=size, progress=False)
+            else:
+                build_and_pack(gear / "split.csv", coco, out / "outdoor", outdoor, pack_size=size)
         run = out / f"run-{name}"
         prep = 0.0
         if cfg.background_p > 0:  # masks and scene pool: made once per pack (like packing), timed apart

@@ -48,11 +48,22 @@ def train_packed(data: str | Path, out: str | Path, cfg: TrainConfig | None = No
     from gearsight.data.pack import PackedDataset
 
     ds = PackedDataset(data)
-    cfg = (cfg or TrainConfig()).update(**overrides)
+    cfg = training_config(cfg, overrides)
     paste = background_inputs(ds, cfg) if cfg.background_p > 0 else {}
     return train_arrays(ds.subset("train"), ds.subset("val"), ds.classes, out, cfg, resume, progress,
                         resize=ds.meta["resize"], fill=ds.meta["fill"],
                         data_info={"path": str(data), "counts": ds.meta["counts"]}, paste=paste)
+
+
+def training_config(cfg: TrainConfig | None, overrides: dict) -> TrainConfig:
+    """``cfg`` (or the defaults) with ``overrides``; a pretrained run gets its weights' mean/std here,
+    before any batches are built (they normalise with cfg.mean/std)."""
+    cfg = (cfg or TrainConfig()).update(**overrides)
+    if cfg.pretrained:
+        from gearsight.models.pretrained import apply_pretrained_normalization
+
+        apply_pretrained_normalization(cfg)
+    return cfg
 
 
 def background_inputs(ds, cfg: TrainConfig) -> dict:
@@ -125,7 +136,7 @@ def train_mapfile(train_map: str | Path, val_map: str | Path, out: str | Path, t
     from gearsight.data.mapfile import MapFileDataset
     from gearsight.train import fit
 
-    cfg = (cfg or TrainConfig()).update(**overrides)
+    cfg = training_config(cfg, overrides)
     train_ds = MapFileDataset(train_map, transforms, seed=cfg.seed)
     val_ds = MapFileDataset(val_map, val_transforms if val_transforms is not None else transforms, seed=cfg.seed)
     n_classes = int(max(train_ds.labels.max(), val_ds.labels.max())) + 1
@@ -153,11 +164,7 @@ def train_arrays(train: tuple, val: tuple, classes: list[str], out: str | Path, 
     from gearsight.data.loader import Batches
     from gearsight.train import fit
 
-    cfg = (cfg or TrainConfig()).update(**overrides)
-    if cfg.pretrained:  # before the batches: they normalise with the weights' own mean/std
-        from gearsight.models.pretrained import apply_pretrained_normalization
-
-        apply_pretrained_normalization(cfg)
+    cfg = training_config(cfg, overrides)
     common = dict(mean=cfg.mean, std=cfg.std, seed=cfg.seed)
     train_b = Batches.from_arrays(*train, batch_size=cfg.batch_size, shuffle=True, augment=True,
                                   flip=cfg.flip, alternate_flip=cfg.alternate_flip, translate=cfg.translate, fill=fill,

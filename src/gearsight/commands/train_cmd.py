@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
     cfg.update(**{k: getattr(args, k) for k in OPTION_NAMES})
-    if cfg.pretrained:  # before the batches are built: they normalise with cfg.mean/std
+    if cfg.pretrained:  # early, before any data is read: a non-timm --arch is refused here (the library sets it too)
         from gearsight.models.pretrained import apply_pretrained_normalization
 
         apply_pretrained_normalization(cfg)
