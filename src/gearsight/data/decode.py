@@ -84,8 +84,13 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     finite = arr[np.isfinite(arr)] if im.mode == "F" else arr
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
     if im.mode.startswith("I;16") or (im.mode == "I" and 255 < hi <= 65535 and lo >= 0):
-        arr = arr / 257.0
-    elif im.mode == "F" or lo < 0 or hi > 255:
+        # round(a / 257) in integers: one uint32 copy instead of float64 ones (a / 257 is never
+        # exactly half-way for an integer a, so this equals numpy's round-half-even).
+        out = arr.astype(np.uint32)
+        out += 128
+        out //= 257
+        return Image.fromarray(out.astype(np.uint8), mode="L")
+    if im.mode == "F" or lo < 0 or hi > 255:
         arr = np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo)
         arr = (arr - lo) * (255.0 / (hi - lo) if hi > lo else 0.0)
     return Image.fromarray(arr.clip(0, 255).round().astype(np.uint8), mode="L")
@@ -112,15 +117,33 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im
 
 
-def decode_image(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_image(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, draft: bool = False) -> np.ndarray:
     """Decode ``src`` (path, bytes or binary file) to an ``H x W x 3`` uint8 RGB array.
 
-    Raises DecodeError naming the source and the reason for anything that is not a readable image.
+    ``draft``: a JPEG declared over ``max_pixels`` is decoded at 1/2, 1/4 or 1/8 scale (see
+    ``within_limit``) instead of refused. Raises DecodeError naming the source and the reason for
+    anything that is not a readable image.
     """
-    return decode_with(src, lambda im: np.asarray(to_rgb(im), dtype=np.uint8).copy(), max_pixels)
+    return decode_with(src, lambda im: np.asarray(to_rgb(im), dtype=np.uint8).copy(), max_pixels, draft)
 
 
-def decode_with(src: ImageSource, finish, max_pixels: int = DEFAULT_MAX_PIXELS):
+def within_limit(im: Image.Image, max_pixels: int, draft: bool = False) -> bool:
+    """Whether ``im`` (opened, not loaded) decodes to at most ``max_pixels``; with ``draft``, a JPEG
+    over it is first set to decode at the largest DCT scale (1/2..1/8) that fits, which costs a
+    fraction of a full decode. Images within the limit are never drafted (they decode as in training)."""
+    width, height = im.size
+    if width * height <= max_pixels:
+        return True
+    if not draft or im.format not in ("JPEG", "MPO"):
+        return False
+    for k in (2, 4, 8):
+        if -(-width // k) * -(-height // k) <= max_pixels:
+            im.draft(im.mode, (max(1, width // k), max(1, height // k)))  # Pillow picks scale >= k
+            return im.size[0] * im.size[1] <= max_pixels
+    return False
+
+
+def decode_with(src: ImageSource, finish, max_pixels: int = DEFAULT_MAX_PIXELS, draft: bool = False):
     """Open, check the declared size, load and EXIF-rotate ``src``, then ``finish(PIL image)``.
 
     The one place decode errors are named: ``decode_image`` finishes to RGB, the matting code
@@ -133,7 +156,7 @@ def decode_with(src: ImageSource, finish, max_pixels: int = DEFAULT_MAX_PIXELS):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with _open(src) as im:  # closes files we opened; a multi-frame file stays on frame 0
                 width, height = im.size
-                if width * height > max_pixels:
+                if not within_limit(im, max_pixels, draft):
                     raise DecodeError(name, f"declared size {width}x{height} exceeds the {max_pixels:,}-pixel limit")
                 im.load()
                 im = ImageOps.exif_transpose(im) or im

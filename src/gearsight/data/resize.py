@@ -12,6 +12,20 @@ from PIL import Image
 
 ResizeMode = Literal["pad", "crop", "stretch"]
 RESIZE_MODES = ("pad", "crop", "stretch")
+#: crop scales the short side up to ``size``: a 2000x1 image would become 128000x64 (and 40000x1
+#: at 224 px ~8 GB). Longer than this aspect ratio, the centre is cut to it before resizing.
+MAX_CROP_ASPECT = 16
+
+
+def crop_box(width: int, height: int) -> tuple[int, int, int, int] | None:
+    """The centre region of aspect ratio at most MAX_CROP_ASPECT, or None when the image fits."""
+    if max(width, height) <= MAX_CROP_ASPECT * min(width, height):
+        return None
+    if width > height:
+        keep = MAX_CROP_ASPECT * height
+        return (width - keep) // 2, 0, (width - keep) // 2 + keep, height
+    keep = MAX_CROP_ASPECT * width
+    return 0, (height - keep) // 2, width, (height - keep) // 2 + keep
 
 
 def fit_square(rgb: np.ndarray, size: int, mode: ResizeMode = "pad", fill: int = 255) -> np.ndarray:
@@ -19,12 +33,17 @@ def fit_square(rgb: np.ndarray, size: int, mode: ResizeMode = "pad", fill: int =
 
     pad: keep the aspect ratio, shrink the long side to ``size`` and centre on ``fill`` (white by
          default: catalog photos are cut-outs on white, so white padding adds no edge to learn).
-    crop: keep the aspect ratio, shrink the short side to ``size`` and take the centre square.
+    crop: keep the aspect ratio, scale the short side to ``size`` and take the centre square (an
+          image longer than MAX_CROP_ASPECT:1 is first cut to its centre at that ratio).
     stretch: ignore the aspect ratio.
     """
     if mode not in RESIZE_MODES:
         raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
     h, w = rgb.shape[:2]
+    box = crop_box(w, h) if mode == "crop" else None
+    if box is not None:  # before resizing: the aspect ratio bounds the upscaled size
+        rgb = rgb[box[1] : box[3], box[0] : box[2]]
+        h, w = rgb.shape[:2]
     im = Image.fromarray(rgb)
     if mode == "stretch":
         return np.asarray(im.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0))

@@ -9,6 +9,7 @@ import logging
 import os
 import warnings
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,7 +36,7 @@ OPEN_PATHS = frozenset({"/", "/favicon.ico", "/v2/health/live", "/v2/health/read
 def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError):
-        return json_response({"error": exc.message}, exc.status)
+        return json_response({"error": exc.message}, exc.status, exc.headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):  # 404, 405, multipart parse errors
@@ -59,9 +60,11 @@ def create_app(model: str | os.PathLike | OnnxModel, config: ServeConfig | None 
         model = OnnxModel(model, config.name, config.threads)
     if detector is not None and not isinstance(detector, OnnxDetector):
         detector = OnnxDetector(detector, config.threads)
+    config = replace(config, max_pixels=config.pixels_for(model.spec.input_size))
     metrics = Metrics(model.name, model.version)
     engine = Engine(model, batching=config.batching, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms,
-                    workers=config.workers, on_batch=metrics.observe_batch)
+                    workers=config.workers, on_batch=metrics.observe_batch, max_queue=config.max_queue,
+                    timeout_s=config.timeout_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -77,7 +80,7 @@ def create_app(model: str | os.PathLike | OnnxModel, config: ServeConfig | None 
     app.include_router(detect_routes.router)
     _error_handlers(app)
     # add_middleware puts each new one outermost: metrics sees the guards' 401/413 answers too.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes, budget_bytes=config.body_budget_bytes)
     if config.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=config.api_key, open_paths=OPEN_PATHS)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
@@ -85,12 +88,18 @@ def create_app(model: str | os.PathLike | OnnxModel, config: ServeConfig | None 
 
 
 def run(model: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, config: ServeConfig | None = None,
-        access_log: bool = False, detector: str | os.PathLike | None = None) -> None:
+        access_log: bool = False, detector: str | os.PathLike | None = None, http: str = "auto") -> None:
+    """Serve with uvicorn; ``http``: uvicorn's HTTP parser (auto: httptools where installed, else h11)."""
     import uvicorn
     from PIL import Image
 
     # Our max_pixels check runs before decoding; Pillow's own bomb warning (at 89 MP) is log noise.
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    config = config or ServeConfig()
     app = create_app(model, config, detector)
     # Access logs cost ~0.1 ms a request on a 2-core box; /metrics counts requests instead.
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
+    # limit_concurrency bounds connections + requests (uvicorn answers 503 past it); on SIGTERM,
+    # in-flight requests get timeout_graceful_shutdown seconds, then the process exits regardless.
+    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info",
+                limit_concurrency=config.limit_concurrency, timeout_graceful_shutdown=config.shutdown_timeout_s,
+                timeout_keep_alive=5, http=http)

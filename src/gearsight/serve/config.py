@@ -5,6 +5,14 @@ import os
 from dataclasses import dataclass, field
 
 API_KEY_ENV = "GEARSIGHT_API_KEY"
+MAX_PIXELS_CAP = 40_000_000  # a 40 MP photo decodes to 120 MB; no model here needs more
+
+
+def default_max_pixels(input_size: int) -> int:
+    """Declared width*height one image may have, sized to the model: (32 x input side)^2, at least
+    4 MP, at most 40 MP (64 px model: 4.2 MP; 224 px: 40 MP). A JPEG over it is decoded at 1/2..1/8
+    scale (Pillow's draft) when that fits; anything else over it is a 413 before decoding."""
+    return int(min(MAX_PIXELS_CAP, max(4_000_000, (32 * input_size) ** 2)))
 
 
 @dataclass
@@ -12,7 +20,7 @@ class ServeConfig:
     name: str | None = None  # model name in URLs and metadata; default: the file's stem
     api_key: str | None = field(default_factory=lambda: os.environ.get(API_KEY_ENV) or None)
     max_body_bytes: int = 16 * 1024 * 1024  # a batch of a few full-size photos as base64
-    max_pixels: int = 40_000_000  # declared width*height of one image (a 40 MP photo decodes to 120 MB)
+    max_pixels: int | None = None  # declared width*height of one image; None: default_max_pixels(model)
     max_items: int = 64  # images or tensors in one request
     top_k: int = 5  # default predictions per image; ?top_k=N overrides
     batching: bool = True  # dynamic batching; measured in docs/BENCHMARKS.md "Serving"
@@ -21,3 +29,12 @@ class ServeConfig:
     workers: int = 2  # decode threads (Pillow releases the GIL): one per core
     threads: int = 1  # ONNX Runtime intra-op threads per run
     detect_min_score: float = 0.3  # /detect drops weaker boxes; ?min_score=N overrides
+    # Back-pressure (docs/SERVING.md "Limits"): past these a request is a 429 with Retry-After.
+    max_queue: int = 64  # requests decoding, waiting or running at once
+    body_budget_bytes: int = 64 * 1024 * 1024  # bodies over 1 MiB in flight at once, bytes
+    limit_concurrency: int = 512  # uvicorn: connections + requests at once (over it: uvicorn's own 503)
+    timeout_s: float = 30.0  # per-request deadline from decode to answer (503 past it)
+    shutdown_timeout_s: float = 10.0  # on SIGTERM, in-flight requests get this long to finish
+
+    def pixels_for(self, input_size: int) -> int:
+        return self.max_pixels if self.max_pixels is not None else default_max_pixels(input_size)

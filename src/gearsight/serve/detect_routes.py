@@ -3,20 +3,26 @@
 JSON: one item or a list; an item is ``{"image": "<base64>"}`` or ``{"data": ..., "shape": [H, W, 3],
 "layout": "hwc"}`` (raw 0..255 pixels as numbers or base64 float32; ``"chw"`` takes [3, H, W]).
 A detector takes images of any size, so there is no preprocessed-tensor form. ``?min_score=`` (0..1)
-drops weaker boxes. Present only when the server was started with ``--detector``.
+drops weaker boxes. Present only when the server was started with ``--detector``. Everything but the
+body read runs on the engine's decode workers, one image decoded at a time, under the same limits
+(max_items before decoding, max_pixels before allocating, the queue bound and deadline).
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import functools
+import io
+from typing import Any, Callable
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
+from PIL import Image
 
+from gearsight.serve import openapi
 from gearsight.serve.errors import RequestError
 from gearsight.serve.parse import LAYOUTS, _check_dtype, decode_base64, parse_json, tensor
 from gearsight.serve.preprocess import decode_request_image, pixels_from_floats
-from gearsight.serve.routes import _uploads, json_response, service
+from gearsight.serve.routes import HEAVY_BYTES, _uploads, is_heavy, json_response, service
 
 router = APIRouter()
 
@@ -34,11 +40,19 @@ def _min_score(request: Request, default: float) -> float:
     return value
 
 
-def _item_pixels(item: Any, where: str, max_pixels: int) -> np.ndarray:
+def _image_pixels(data: bytes, where: str, max_pixels: int) -> tuple[np.ndarray, float]:
+    """Encoded bytes -> (RGB, factor from decoded to sent pixels): a big JPEG decodes at 1/2..1/8 scale."""
+    rgb = decode_request_image(data, where, max_pixels)
+    with contextlib.suppress(Exception), Image.open(io.BytesIO(data)) as im:  # the header only
+        return rgb, max(im.size) / max(rgb.shape[:2])
+    return rgb, 1.0
+
+
+def _item_pixels(item: Any, where: str, max_pixels: int) -> tuple[np.ndarray, float]:
     if not isinstance(item, dict):
         raise RequestError(f"{where}: expected an object with 'image' or 'data', got {type(item).__name__}")
     if "image" in item:
-        return decode_request_image(decode_base64(item["image"], f"{where}.image"), f"{where}.image", max_pixels)
+        return _image_pixels(decode_base64(item["image"], f"{where}.image"), f"{where}.image", max_pixels)
     if "data" not in item or "shape" not in item:
         raise RequestError(f"{where}: needs 'image' (base64) or 'data' + 'shape' (float32 pixels); got keys {sorted(item)}")
     _check_dtype(item, where)
@@ -48,7 +62,7 @@ def _item_pixels(item: Any, where: str, max_pixels: int) -> np.ndarray:
     arr = tensor(item["data"], item["shape"], where)
     if layout == "chw" and arr.ndim == 3:
         arr = arr.transpose(1, 2, 0)  # checked below as [H, W, 3]
-    return pixels_from_floats(arr, where, max_pixels)
+    return pixels_from_floats(arr, where, max_pixels), 1.0
 
 
 def _detector(request: Request):
@@ -58,35 +72,53 @@ def _detector(request: Request):
     return svc
 
 
-async def _run(svc, images: list[np.ndarray], min_score: float) -> list[dict]:
-    # One image per ONNX Runtime call (the graph takes one image of any size); off the event loop.
-    return await run_in_threadpool(lambda: [svc.detector.detect(im, min_score) for im in images])
+def _detect_each(svc, decoders: list[Callable[[], tuple[np.ndarray, float]]], min_score: float) -> list[dict]:
+    """Decode, detect and drop one image at a time: one full-size image in memory per request."""
+    results = []
+    for decode in decoders:
+        rgb, factor = decode()
+        result = svc.detector.detect(rgb, min_score)
+        del rgb
+        if factor != 1.0:  # boxes in the sent image's pixels
+            result["boxes"] = np.round(np.asarray(result["boxes"]) * factor, 2).tolist()
+        results.append(result)
+    return results
 
 
-@router.post("/detect")
-async def detect(request: Request) -> Response:
-    svc = _detector(request)
-    min_score = _min_score(request, svc.config.detect_min_score)
-    payload = parse_json(await request.body())
+def _json_items(body: bytes, max_items: int) -> tuple[list, bool]:
+    payload = parse_json(body)
     is_list = isinstance(payload, list)
     items = payload if is_list else [payload]
     if not items:
         raise RequestError("empty list: send at least one item")
-    if len(items) > svc.config.max_items:
-        raise RequestError(f"{len(items)} items in one request; the limit is {svc.config.max_items}", status=413)
-    where = "item[{}]" if is_list else "body"
-    images = await run_in_threadpool(
-        lambda: [_item_pixels(it, where.format(i), svc.config.max_pixels) for i, it in enumerate(items)])
-    results = await _run(svc, images, min_score)
+    if len(items) > max_items:
+        raise RequestError(f"{len(items)} items in one request; the limit is {max_items}", status=413)
+    return items, is_list
+
+
+@router.post("/detect", openapi_extra=openapi.DETECT)
+async def detect(request: Request) -> Response:
+    svc = _detector(request)
+    min_score = _min_score(request, svc.config.detect_min_score)
+    body = await request.body()
+
+    def work() -> tuple[list[dict], bool]:  # on the engine's decode workers: JSON, decode, detect
+        items, is_list = _json_items(body, svc.config.max_items)
+        where = "item[{}]" if is_list else "body"
+        decoders = [functools.partial(_item_pixels, it, where.format(i), svc.config.max_pixels)
+                    for i, it in enumerate(items)]
+        return _detect_each(svc, decoders, min_score), is_list
+
+    results, is_list = await svc.engine.run(work, heavy=is_heavy(body))
     return json_response({"results": results} if is_list else results[0])
 
 
-@router.post("/detect/file")
+@router.post("/detect/file", openapi_extra=openapi.FILES)
 async def detect_file(request: Request) -> Response:
     svc = _detector(request)
     min_score = _min_score(request, svc.config.detect_min_score)
     uploads = await _uploads(request, svc)
-    images = await run_in_threadpool(
-        lambda: [decode_request_image(data, name, svc.config.max_pixels) for name, data in uploads])
-    results = await _run(svc, images, min_score)
+    decoders = [functools.partial(_image_pixels, data, name, svc.config.max_pixels) for name, data in uploads]
+    results = await svc.engine.run(lambda: _detect_each(svc, decoders, min_score),
+                                   heavy=sum(len(d) for _, d in uploads) > HEAVY_BYTES)
     return json_response({"results": [{"filename": name, **r} for (name, _), r in zip(uploads, results)]})

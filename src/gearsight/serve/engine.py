@@ -1,14 +1,22 @@
-"""Where model inputs are prepared and run: a decode thread pool, then batched or direct inference."""
+"""Where model inputs are prepared and run: decode thread pools, then batched or direct inference.
+
+Bounded everywhere: at most ``max_queue`` requests are inside ``score`` (decoding, waiting or
+running); one more is a 429 with Retry-After. Each request has a deadline (``timeout_s``; 503
+past it), and a non-finite model output is a 422, never a NaN in the JSON.
+"""
 from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
 
 from gearsight.serve.batching import DynamicBatcher
+from gearsight.serve.errors import RequestError, busy
 from gearsight.serve.model import OnnxModel
+
+T = TypeVar("T")
 
 
 class Engine:
@@ -17,18 +25,28 @@ class Engine:
 
     A request that arrives while no other is in flight skips the batcher (one thread hop instead
     of two): there is nobody to batch with, and at concurrency 1 the hop is most of the overhead.
+    Requests with big bodies (``heavy``) are prepared on a thread of their own, so a burst of them
+    cannot queue in front of the small ones.
     """
 
     def __init__(self, model: OnnxModel, *, batching: bool, max_batch: int, max_wait_ms: float,
-                 workers: int, on_batch: Callable[[int], None] = lambda n: None):
+                 workers: int, on_batch: Callable[[int], None] = lambda n: None, max_queue: int = 64,
+                 timeout_s: float = 30.0):
         self.model, self.on_batch = model, on_batch
+        self.max_queue, self.timeout_s = max_queue, timeout_s
         # Pillow's decode/resize and ONNX Runtime release the GIL, so threads use every core.
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gearsight-prep")
+        self.heavy_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gearsight-prep-heavy")
         self.batcher = None
-        self.active = 0  # requests inside score()
+        self.active = 0  # requests inside score() or run()
         if batching:
             infer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gearsight-infer")
-            self.batcher = DynamicBatcher(model.probabilities, infer_thread, max_batch, max_wait_ms / 1000, on_batch)
+            self.batcher = DynamicBatcher(model.probabilities, infer_thread, max_batch, max_wait_ms / 1000, on_batch,
+                                          max_queue=max_queue)
+
+    @property
+    def healthy(self) -> bool:
+        return self.batcher is None or self.batcher.healthy
 
     def start(self) -> None:
         if self.batcher:
@@ -39,23 +57,53 @@ class Engine:
             await self.batcher.stop()
             self.batcher.executor.shutdown(wait=False)
         self.pool.shutdown(wait=False)
+        self.heavy_pool.shutdown(wait=False)
 
     def _direct(self, prepare: Callable[[], np.ndarray]) -> np.ndarray:
         batch = prepare()
         self.on_batch(len(batch))
         return self.model.probabilities(batch)
 
-    async def score(self, prepare: Callable[[], np.ndarray]) -> np.ndarray:
-        loop = asyncio.get_running_loop()
+    def _admit(self) -> None:
+        if self.active >= self.max_queue:
+            raise busy(f"server busy: {self.active} requests in progress (limit {self.max_queue}); retry later")
+
+    async def _deadline(self, work) -> T:
+        try:
+            return await asyncio.wait_for(work, self.timeout_s)
+        except asyncio.TimeoutError:
+            raise busy(f"request took over the {self.timeout_s:g} s deadline; retry later", status=503) from None
+
+    async def run(self, fn: Callable[[], T], heavy: bool = False) -> T:
+        """``fn()`` on a decode thread, admitted and under the deadline like ``score`` (/detect uses it)."""
+        self._admit()
         self.active += 1
         try:
-            if self.batcher is None or self.active == 1:  # prepare and run in one hop
-                return await loop.run_in_executor(self.pool, self._direct, prepare)
-            self.batcher.expecting += 1
-            try:
-                batch = await loop.run_in_executor(self.pool, prepare)
-            finally:
-                self.batcher.expecting -= 1
-            return await self.batcher.submit(batch)
+            pool = self.heavy_pool if heavy else self.pool
+            return await self._deadline(asyncio.get_running_loop().run_in_executor(pool, fn))
         finally:
             self.active -= 1
+
+    async def score(self, prepare: Callable[[], np.ndarray], heavy: bool = False) -> np.ndarray:
+        self._admit()
+        self.active += 1
+        try:
+            probs = await self._deadline(self._score(prepare, heavy))
+        finally:
+            self.active -= 1
+        if not np.isfinite(probs).all():
+            raise RequestError("the model's output is not a number for this input (values far outside the "
+                               "range of preprocessed images?)", status=422)
+        return probs
+
+    async def _score(self, prepare: Callable[[], np.ndarray], heavy: bool) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        pool = self.heavy_pool if heavy else self.pool
+        if self.batcher is None or self.active == 1:  # prepare and run in one hop
+            return await loop.run_in_executor(pool, self._direct, prepare)
+        self.batcher.expecting += 1
+        try:
+            batch = await loop.run_in_executor(pool, prepare)
+        finally:
+            self.batcher.expecting -= 1
+        return await self.batcher.submit(batch)

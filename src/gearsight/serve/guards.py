@@ -4,7 +4,7 @@ from __future__ import annotations
 import hmac
 import json
 
-from gearsight.serve.errors import too_large
+from gearsight.serve.errors import RETRY_AFTER_S, busy, too_large
 
 
 async def send_error(send, status: int, message: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
@@ -38,27 +38,60 @@ class ApiKeyMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over ``max_bytes``: by Content-Length up front, or while a chunked body streams."""
+    """Refuse bodies over ``max_bytes``, and big bodies while ``budget_bytes`` of them are in flight.
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    Content-Length is checked up front but never trusted: the bytes that arrive are counted too
+    (h11 lets ``Transfer-Encoding: chunked`` override a declared length). Bodies over ``small_bytes``
+    share the budget (a 429 with Retry-After when it is spent), so a crowd of 16 MiB uploads
+    cannot hold gigabytes while small requests go on being answered.
+    """
+
+    def __init__(self, app, max_bytes: int, budget_bytes: int | None = None, small_bytes: int = 1 << 20):
+        self.app, self.max_bytes, self.small_bytes = app, max_bytes, small_bytes
+        self.budget = budget_bytes if budget_bytes is not None else 4 * max_bytes
+        self.in_flight = 0  # bytes of big bodies held by requests in progress
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await send_error(send, 413, f"body of {int(declared):,} bytes is over the {self.max_bytes:,}-byte limit")
+        size = 0
+        if declared is not None and declared.isdigit():
+            size = int(declared) if len(declared) < 20 else self.max_bytes + 1
+        if size > self.max_bytes:
+            return await send_error(send, 413, f"body of {size:,} bytes is over the {self.max_bytes:,}-byte limit")
+        held = 0  # bytes of the budget this request holds
+
+        def reserve(total: int) -> bool:
+            nonlocal held
+            if total <= self.small_bytes or total <= held:
+                return True
+            if self.in_flight + total - held > self.budget:
+                return False
+            self.in_flight += total - held
+            held = total
+            return True
+
+        if not reserve(size):
+            return await send_error(send, 429, self._busy(), [(b"retry-after", str(RETRY_AFTER_S).encode())])
         received = 0
 
         async def counting_receive():
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
+            # Raised inside the endpoint's body read; the app's RequestError handler answers.
             if received > self.max_bytes:
-                # Raised inside the endpoint's body read; the app's RequestError handler answers 413.
                 raise too_large(f"body is over the {self.max_bytes:,}-byte limit")
+            if not reserve(received):
+                raise busy(self._busy())
             return message
 
-        return await self.app(scope, receive if declared is not None else counting_receive, send)
+        try:
+            return await self.app(scope, counting_receive, send)
+        finally:
+            self.in_flight -= held
 
+    def _busy(self) -> str:
+        return (f"server busy: {self.in_flight:,} bytes of large request bodies in progress "
+                f"(budget {self.budget:,}); retry later")

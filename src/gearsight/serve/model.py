@@ -43,7 +43,11 @@ def open_onnx(path: str | os.PathLike, threads: int, export_command: str):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
-    session = _session(path, threads)
+    try:
+        session = _session(path, threads)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own protobuf/graph errors
+        raise ValueError(f"{path}: not an ONNX model onnxruntime can load ({type(exc).__name__}); serve an exported "
+                         f".onnx (`{export_command}`) or a .safetensors model file") from None
     meta = session.get_modelmeta().custom_metadata_map
     if SPEC_KEY not in meta:
         raise ValueError(f"{path}: ONNX file without gearsight metadata (export it with `{export_command}`)")
@@ -65,6 +69,10 @@ class OnnxModel:
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """``N x 3 x S x S`` float32 -> ``N x num_classes`` softmax probabilities."""
         logits = self.session.run([self.output_name], {self.input_name: batch})[0]
+        # An input of huge finite values can overflow to +-Inf logits: clip them so softmax stays a
+        # number (NaN stays NaN; Engine.score refuses it rather than send NaN in JSON).
+        fmax = np.finfo(logits.dtype).max
+        np.clip(logits, -fmax, fmax, out=logits)
         logits = logits - logits.max(axis=1, keepdims=True)
         np.exp(logits, out=logits)
         logits /= logits.sum(axis=1, keepdims=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import binascii
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,8 @@ from gearsight.serve.preprocess import Preprocessor
 LAYOUTS = ("chw", "hwc")
 FLOAT_DTYPES = ("float32", "fp32")
 V2_OUTPUTS = ("probabilities", "label")
+# Values one tensor may declare: far over what a 16 MiB body carries, far under what formats badly.
+MAX_VALUES = 2**31
 
 
 def parse_json(body: bytes) -> Any:
@@ -34,6 +37,10 @@ def parse_json(body: bytes) -> Any:
         raise RequestError("body is not UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
         raise RequestError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise RequestError("malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # an integer of more digits than Python converts (sys.int_info)
+        raise RequestError(f"malformed JSON: {exc}") from None
 
 
 def decode_base64(text: Any, where: str) -> bytes:
@@ -44,7 +51,7 @@ def decode_base64(text: Any, where: str) -> bytes:
         text = text.partition(",")[2]
     try:
         return binascii.a2b_base64(text, strict_mode=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or non-ASCII text
         pass
     try:  # `base64` without -w0 wraps lines at 76 characters
         return binascii.a2b_base64("".join(text.split()), strict_mode=True)
@@ -53,9 +60,24 @@ def decode_base64(text: Any, where: str) -> bytes:
 
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not value or not all(type(d) is int and d > 0 for d in value):
-        raise RequestError(f"{where}: 'shape' must be a list of positive integers, got {json.dumps(value)[:80]}")
+    if not isinstance(value, list) or not value or not all(type(d) is int and 0 < d <= MAX_VALUES for d in value):
+        raise RequestError(f"{where}: 'shape' must be a list of positive integers, got {_short(value)}")
+    count = 1
+    for d in value:  # stop early: the product of a long list of big dims is too long to print
+        count *= d
+        if count > MAX_VALUES:
+            raise RequestError(f"{where}: 'shape' holds over {MAX_VALUES:,} values", status=413)
     return tuple(value)
+
+
+def _short(value: Any) -> str:
+    """``value`` for an error message: at most 80 characters, whatever was sent."""
+    if isinstance(value, str):
+        return repr(value[:80])
+    try:
+        return json.dumps(value)[:80]
+    except ValueError:  # an int too long for str()
+        return type(value).__name__
 
 
 def tensor(data: Any, shape: Any, where: str) -> np.ndarray:
@@ -69,8 +91,8 @@ def tensor(data: Any, shape: Any, where: str) -> np.ndarray:
     elif isinstance(data, list):
         try:
             arr = np.asarray(data)
-        except ValueError as exc:  # ragged nesting
-            raise RequestError(f"{where}.data: not a regular array ({exc})") from None
+        except (ValueError, RecursionError) as exc:  # ragged or too deep nesting
+            raise RequestError(f"{where}.data: not a regular array ({str(exc)[:200]})") from None
         if arr.dtype.kind not in "iuf":
             found = {"U": "strings", "b": "booleans"}.get(arr.dtype.kind, "nulls or mixed values")
             raise RequestError(f"{where}.data: must hold numbers (float32), found {found}")
@@ -79,9 +101,7 @@ def tensor(data: Any, shape: Any, where: str) -> np.ndarray:
         raise RequestError(f"{where}.data: expected a list of numbers or a base64 string, got {type(data).__name__}")
     if arr.size != math.prod(dims):
         raise RequestError(f"{where}: shape {list(dims)} needs {math.prod(dims)} values, got {arr.size}")
-    if not np.isfinite(arr).all():
-        raise RequestError(f"{where}.data: contains NaN or Inf")
-    return arr.reshape(dims)
+    return _finite(arr, where).reshape(dims)
 
 
 def _check_dtype(item: dict, where: str) -> None:
@@ -121,41 +141,125 @@ def parse_score(body: bytes, pre: Preprocessor, max_items: int) -> tuple[np.ndar
     return np.stack([score_item(it, pre, where.format(i)) for i, it in enumerate(items)]), is_list
 
 
-def _v2_input(spec: Any, pre: Preprocessor, max_items: int) -> np.ndarray:
+@dataclass
+class V2Request:
+    batch: np.ndarray
+    id: Any  # echoed back when sent
+    outputs: list[str]  # names, in the order asked
+    binary: dict[str, bool]  # output name -> answer as binary data (Triton's extension)
+
+
+def _split_binary(body: bytes, header_length: int | None) -> tuple[bytes, bytes | None]:
+    """Triton's binary tensor data extension: ``header_length`` bytes of JSON, then raw tensors."""
+    if header_length is None:
+        return body, None
+    if not 0 < header_length <= len(body):
+        raise RequestError(f"Inference-Header-Content-Length: {header_length} is not within the "
+                           f"{len(body):,}-byte body")
+    return body[:header_length], body[header_length:]
+
+
+def _binary_size(spec: dict, where: str) -> int | None:
+    params = spec.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise RequestError(f"{where}.parameters: expected an object")
+    size = params.get("binary_data_size")
+    if size is not None and (type(size) is not int or size < 0):
+        raise RequestError(f"{where}.parameters.binary_data_size: expected a non-negative integer")
+    return size
+
+
+def split_bytes_tensor(raw: bytes, count: int, where: str) -> list[bytes]:
+    """Triton's BYTES serialisation: each element is a 4-byte little-endian length, then the bytes."""
+    out, at = [], 0
+    for i in range(count):
+        if at + 4 > len(raw):
+            raise RequestError(f"{where}: binary BYTES data holds {i} elements, the shape says {count}")
+        n = int.from_bytes(raw[at : at + 4], "little")
+        if at + 4 + n > len(raw):
+            raise RequestError(f"{where}[{i}]: element of {n:,} bytes runs past the binary data")
+        out.append(raw[at + 4 : at + 4 + n])
+        at += 4 + n
+    if at != len(raw):
+        raise RequestError(f"{where}: {len(raw) - at} bytes left after {count} BYTES elements")
+    return out
+
+
+def _v2_input(spec: Any, pre: Preprocessor, max_items: int, raw: bytes | None) -> np.ndarray:
+    """The one input -> a batch; every count and shape checked before any decoding."""
     if not isinstance(spec, dict):
         raise RequestError("inputs[0]: expected an object with name, shape, datatype, data")
-    missing = [k for k in ("name", "shape", "datatype", "data") if k not in spec]
+    missing = [k for k in ("name", "shape", "datatype") if k not in spec]
+    size = _binary_size(spec, "inputs[0]")
+    if size is None and "data" not in spec:
+        missing.append("data")
     if missing:
         raise RequestError(f"inputs[0]: missing {', '.join(missing)}")
-    dtype, where = spec["datatype"], f"inputs[0] ({spec['name']!r})"
+    dtype, where = spec["datatype"], f"inputs[0] ({_short(spec['name'])})"
+    dims = _shape(spec["shape"], where)
+    if dims[0] > max_items:
+        raise RequestError(f"{dims[0]} items in one request; the limit is {max_items}", status=413)
+    if size is not None and (raw is None or size != len(raw)):
+        raise RequestError(f"{where}: binary_data_size {size} does not match the {0 if raw is None else len(raw)} "
+                           "bytes after the JSON header (send Inference-Header-Content-Length)")
     if dtype == "FP32":
-        arr = tensor(spec["data"], spec["shape"], where)
-        size = pre.size
-        if arr.ndim != 4 or arr.shape[1:] != (3, size, size):
-            raise RequestError(f"{where}: FP32 input needs shape [N, 3, {size}, {size}], got {list(arr.shape)}")
-        batch = arr
-    elif dtype == "BYTES":
-        dims, data = _shape(spec["shape"], where), spec["data"]
-        if len(dims) != 1 or not isinstance(data, list) or len(data) != dims[0]:
-            raise RequestError(f"{where}: BYTES input needs shape [N] and a list of N base64 strings")
-        batch = np.stack([pre.from_image(decode_base64(s, f"{where}[{i}]"), f"{where}[{i}]") for i, s in enumerate(data)])
-    else:
-        raise RequestError(f"{where}: datatype {dtype!r} not supported; send FP32 [N, 3, S, S] or BYTES [N] images")
-    if len(batch) > max_items:
-        raise RequestError(f"{len(batch)} items in one request; the limit is {max_items}", status=413)
-    return batch
+        s = pre.size
+        if dims[1:] != (3, s, s):
+            raise RequestError(f"{where}: FP32 input needs shape [N, 3, {s}, {s}], got {list(dims)}")
+        if size is not None:
+            if size != math.prod(dims) * 4:
+                raise RequestError(f"{where}: shape {list(dims)} needs {math.prod(dims) * 4} bytes of FP32, got {size}")
+            return _finite(np.frombuffer(raw, dtype="<f4").reshape(dims), where)
+        return tensor(spec["data"], spec["shape"], where)
+    if dtype == "BYTES":
+        if len(dims) != 1:
+            raise RequestError(f"{where}: BYTES input needs shape [N], got {list(dims)}")
+        if size is not None:
+            files = split_bytes_tensor(raw, dims[0], where)
+        else:
+            data = spec["data"]
+            if not isinstance(data, list) or len(data) != dims[0]:
+                raise RequestError(f"{where}: BYTES input needs shape [N] and a list of N base64 strings")
+            files = [decode_base64(d, f"{where}[{i}]") for i, d in enumerate(data)]
+        return np.stack([pre.from_image(f, f"{where}[{i}]") for i, f in enumerate(files)])
+    raise RequestError(f"{where}: datatype {_short(dtype)} not supported; send FP32 [N, 3, S, S] or BYTES [N] images")
 
 
-def parse_v2(body: bytes, pre: Preprocessor, max_items: int) -> tuple[np.ndarray, Any, list[str]]:
-    """A v2 infer body -> (batch, request id or None, requested output names)."""
-    payload = parse_json(body)
+def _finite(arr: np.ndarray, where: str) -> np.ndarray:
+    if not np.isfinite(arr).all():
+        raise RequestError(f"{where}.data: contains NaN or Inf")
+    return arr
+
+
+def _v2_outputs(payload: dict) -> tuple[list[str], dict[str, bool]]:
+    params = payload.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise RequestError("parameters: expected an object")
+    binary_default = params.get("binary_data_output", False) is True
+    outputs = payload.get("outputs")
+    if outputs is None:
+        return list(V2_OUTPUTS), {n: binary_default for n in V2_OUTPUTS}
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        raise RequestError("outputs: expected a list of objects like {\"name\": \"probabilities\"}")
+    names = [o.get("name") for o in outputs]
+    unknown = [n for n in names if n not in V2_OUTPUTS]
+    if unknown:
+        raise RequestError(f"unknown output(s) {_short(unknown)}; this model has {list(V2_OUTPUTS)}")
+    binary = {}
+    for o in outputs:
+        p = o.get("parameters") or {}
+        binary[o["name"]] = p.get("binary_data", binary_default) is True if isinstance(p, dict) else binary_default
+    return names, binary
+
+
+def parse_v2(body: bytes, pre: Preprocessor, max_items: int, header_length: int | None = None) -> V2Request:
+    """A v2 infer body (JSON, or JSON + binary tensors) -> the batch and what to answer."""
+    head, raw = _split_binary(body, header_length)
+    payload = parse_json(head)
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise RequestError("v2 infer body must be an object with an 'inputs' list")
     if len(payload["inputs"]) != 1:
         raise RequestError(f"this model takes exactly one input, got {len(payload['inputs'])}")
-    outputs = payload.get("outputs") or [{"name": n} for n in V2_OUTPUTS]
-    names = [o.get("name") if isinstance(o, dict) else o for o in outputs]
-    unknown = [n for n in names if n not in V2_OUTPUTS]
-    if unknown:
-        raise RequestError(f"unknown output(s) {unknown}; this model has {list(V2_OUTPUTS)}")
-    return _v2_input(payload["inputs"][0], pre, max_items), payload.get("id"), names
+    names, binary = _v2_outputs(payload)
+    batch = _v2_input(payload["inputs"][0], pre, max_items, raw)
+    return V2Request(batch, payload.get("id"), names, binary)

@@ -7,8 +7,10 @@ Pillow image; tests/test_serve_units.py checks the pixels are identical on real 
 every odd file of tests/imagefactory.py. Anything the fast path cannot read goes through
 ``decode_image`` itself, whose DecodeError names the reason.
 
-JPEG draft decoding was measured on the gear photos (71-436 px) and not kept: at a reducing gap
-that keeps pixels close it saved under 0.5 ms, and it still changed a quarter of the images.
+JPEG draft decoding was measured on the gear photos (71-436 px) and not kept for images within
+``max_pixels``: at a reducing gap that keeps pixels close it saved under 0.5 ms, and it still
+changed a quarter of the images. A JPEG over ``max_pixels`` is decoded at 1/2..1/8 scale instead
+of refused (a phone photo on a 64 px model); anything else over it is a 413 before decoding.
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from gearsight.checkpoint import ModelSpec
-from gearsight.data.decode import FORMATS, DecodeError, decode_image, to_rgb
-from gearsight.data.resize import fit_square
+from gearsight.data.decode import FORMATS, DecodeError, decode_image, to_rgb, within_limit
+from gearsight.data.resize import crop_box, fit_square
 from gearsight.serve.errors import RequestError, too_large
 
 ORIENTATION = 0x0112  # EXIF tag
@@ -29,7 +31,7 @@ BICUBIC = Image.Resampling.BICUBIC
 def decode_request_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     """Encoded image bytes -> RGB uint8 by decode_image's rules; a 413/400 naming the problem."""
     try:
-        return decode_image(data, max_pixels=max_pixels)
+        return decode_image(data, max_pixels=max_pixels, draft=True)
     except DecodeError as exc:
         if "pixel limit" in exc.reason:
             raise too_large(f"{name}: {exc.reason}") from None
@@ -84,7 +86,7 @@ class Preprocessor:
         """decode_image's steps, then fit_square's, on one Pillow image (see the module docstring)."""
         with Image.open(io.BytesIO(data), formats=FORMATS) as im:
             width, height = im.size
-            if width * height > self.max_pixels:
+            if not within_limit(im, self.max_pixels, draft=True):  # a big JPEG decodes at 1/2..1/8 scale
                 raise too_large(f"{name}: declared size {width}x{height} exceeds the {self.max_pixels:,}-pixel limit")
             im.load()
             if im.getexif().get(ORIENTATION, 1) in range(2, 9):
@@ -93,7 +95,11 @@ class Preprocessor:
 
     def _fit(self, im: Image.Image) -> np.ndarray:
         """``fit_square(np.asarray(im), ...)`` without the copies: same calls in the same order."""
-        size, mode, (w, h) = self.size, self.spec.resize, im.size
+        size, mode = self.size, self.spec.resize
+        box = crop_box(*im.size) if mode == "crop" else None
+        if box is not None:
+            im = im.crop(box)
+        w, h = im.size
         if mode == "stretch":
             return np.asarray(im.resize((size, size), BICUBIC, reducing_gap=3.0))
         scale = size / max(h, w) if mode == "pad" else size / min(h, w)

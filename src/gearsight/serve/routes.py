@@ -13,6 +13,7 @@ from starlette.datastructures import UploadFile
 from gearsight import __version__
 from gearsight.serve.config import ServeConfig
 from gearsight.serve.engine import Engine
+from gearsight.serve import openapi
 from gearsight.serve.errors import RequestError
 from gearsight.serve.metrics import Metrics
 from gearsight.serve.detector import OnnxDetector
@@ -22,6 +23,11 @@ from gearsight.serve.preprocess import Preprocessor
 
 router = APIRouter()
 PAGE = resources.files("gearsight.serve").joinpath("static/index.html")
+HEAVY_BYTES = 1 << 20  # bodies over this are prepared on the engine's heavy thread
+
+
+def is_heavy(body: bytes) -> bool:
+    return len(body) > HEAVY_BYTES
 
 
 @dataclass
@@ -40,9 +46,10 @@ def service(request: Request) -> Service:
     return request.app.state.service
 
 
-def json_response(payload, status: int = 200) -> Response:
+def json_response(payload, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     # Serialised here, not by FastAPI's jsonable_encoder: the payload is plain JSON types already.
-    return Response(json.dumps(payload).encode(), status, media_type="application/json")
+    # allow_nan=False: NaN/Infinity are not JSON; Engine.score refuses them before this point.
+    return Response(json.dumps(payload, allow_nan=False).encode(), status, headers, media_type="application/json")
 
 
 def top_k(request: Request, svc: Service) -> int:
@@ -50,7 +57,7 @@ def top_k(request: Request, svc: Service) -> int:
     n = len(svc.model.classes)
     if text is None:
         return min(svc.config.top_k, n)
-    if not text.isdigit() or not 1 <= int(text) <= n:
+    if not (text.isascii() and text.isdigit() and len(text) < 10) or not 1 <= int(text) <= n:  # isdigit alone takes '²'
         raise RequestError(f"top_k must be an integer from 1 to {n}, got {text!r}")
     return int(text)
 
@@ -64,7 +71,7 @@ async def page() -> HTMLResponse:
     return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
 
-@router.post("/score")
+@router.post("/score", openapi_extra=openapi.SCORE)
 async def score(request: Request) -> Response:
     svc, body = service(request), await request.body()
     k = top_k(request, svc)
@@ -75,7 +82,7 @@ async def score(request: Request) -> Response:
         batch, sent_list = parse_score(body, svc.pre, svc.config.max_items)
         return batch
 
-    probs = await svc.engine.score(prepare)
+    probs = await svc.engine.score(prepare, heavy=is_heavy(body))
     results = [{"predictions": predictions(svc, row, k)} for row in probs]
     return json_response({"results": results} if sent_list else results[0])
 
@@ -89,7 +96,7 @@ async def _uploads(request: Request, svc: Service) -> list[tuple[str, bytes]]:
         return [(f.filename or f"file[{i}]", await f.read()) for i, f in enumerate(files)]
 
 
-@router.post("/score/file")
+@router.post("/score/file", openapi_extra=openapi.FILES)
 async def score_file(request: Request) -> Response:
     svc = service(request)
     k = top_k(request, svc)
@@ -98,7 +105,7 @@ async def score_file(request: Request) -> Response:
     def prepare() -> np.ndarray:
         return np.stack([svc.pre.from_image(data, name) for name, data in uploads])
 
-    probs = await svc.engine.score(prepare)
+    probs = await svc.engine.score(prepare, heavy=sum(len(d) for _, d in uploads) > HEAVY_BYTES)
     results = [{"filename": name, "predictions": predictions(svc, row, k)} for (name, _), row in zip(uploads, probs)]
     return json_response({"results": results})
 

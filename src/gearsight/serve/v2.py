@@ -2,17 +2,22 @@
 
 Inputs: ``input`` FP32 ``[N, 3, S, S]`` preprocessed like training, or ``image`` BYTES ``[N]``
 holding base64-encoded JPEG/PNG files. Outputs: ``probabilities`` FP32 ``[N, classes]`` and
-``label`` BYTES ``[N]`` (the top-1 class name).
+``label`` BYTES ``[N]`` (the top-1 class name). Triton's binary tensor data extension (what
+``tritonclient`` sends by default) is read and, when asked for, written: raw FP32 / length-prefixed
+BYTES after the JSON, whose length is the Inference-Header-Content-Length header.
 """
 from __future__ import annotations
+
+import json
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from gearsight import __version__
 from gearsight.serve.errors import RequestError
-from gearsight.serve.parse import parse_v2
-from gearsight.serve.routes import Service, json_response, service
+from gearsight.serve import openapi
+from gearsight.serve.parse import V2Request, parse_v2
+from gearsight.serve.routes import Service, is_heavy, json_response, service
 
 router = APIRouter(prefix="/v2")
 MODEL_PATHS = ("/models/{name}", "/models/{name}/versions/{version}")
@@ -29,7 +34,7 @@ def checked(request: Request, name: str, version: str | None = None) -> Service:
 
 @router.get("")
 async def server_metadata() -> Response:
-    return json_response({"name": "gearsight", "version": __version__, "extensions": []})
+    return json_response({"name": "gearsight", "version": __version__, "extensions": ["binary_tensor_data"]})
 
 
 @router.get("/health/live")
@@ -38,8 +43,10 @@ async def live() -> Response:
 
 
 @router.get("/health/ready")
-async def ready() -> Response:
-    return json_response({"ready": True})  # the model is loaded before the app accepts requests
+async def ready(request: Request) -> Response:
+    # The model is loaded before the app accepts requests; the batching worker may have died.
+    healthy = service(request).engine.healthy
+    return json_response({"ready": healthy}, 200 if healthy else 503)
 
 
 async def model_metadata(request: Request, name: str, version: str | None = None) -> Response:
@@ -57,34 +64,66 @@ async def model_metadata(request: Request, name: str, version: str | None = None
 
 async def model_ready(request: Request, name: str, version: str | None = None) -> Response:
     svc = checked(request, name, version)
-    return json_response({"name": svc.model.name, "ready": True})
+    return json_response({"name": svc.model.name, "ready": svc.engine.healthy}, 200 if svc.engine.healthy else 503)
+
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+def _header_length(request: Request) -> int | None:
+    text = request.headers.get(HEADER_LENGTH)
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) < 12):
+        raise RequestError(f"{HEADER_LENGTH}: expected a byte count, got {text[:40]!r}")
+    return int(text)
+
+
+def _bytes_tensor(items: list[bytes]) -> bytes:
+    return b"".join(len(b).to_bytes(4, "little") + b for b in items)
+
+
+def _answer(svc: Service, req: V2Request, probs: np.ndarray) -> Response:
+    """JSON, or with Triton's binary extension (outputs asked as binary_data) JSON + raw tensors."""
+    labels = [svc.model.classes[i] for i in probs.argmax(axis=1)]
+    values = {"probabilities": ("FP32", list(probs.shape), probs.ravel().tolist,
+                                lambda: probs.astype("<f4").tobytes()),
+              "label": ("BYTES", [len(probs)], lambda: labels, lambda: _bytes_tensor([s.encode() for s in labels]))}
+    outputs, blobs = [], []
+    for name in req.outputs:
+        datatype, shape, as_json, as_binary = values[name]
+        out = {"name": name, "datatype": datatype, "shape": shape}
+        if req.binary[name]:
+            blobs.append(as_binary())
+            out["parameters"] = {"binary_data_size": len(blobs[-1])}
+        else:
+            out["data"] = as_json()
+        outputs.append(out)
+    answer = {"model_name": svc.model.name, "model_version": svc.model.version, "outputs": outputs}
+    if req.id is not None:
+        answer["id"] = req.id
+    if not blobs:
+        return json_response(answer)
+    head = json.dumps(answer, allow_nan=False).encode()
+    return Response(head + b"".join(blobs), media_type="application/octet-stream",
+                    headers={HEADER_LENGTH: str(len(head))})
 
 
 async def infer(request: Request, name: str, version: str | None = None) -> Response:
     svc = checked(request, name, version)
+    header_length = _header_length(request)
     body = await request.body()
-    request_id, wanted = None, []
+    parsed: list[V2Request] = []
 
     def prepare() -> np.ndarray:
-        nonlocal request_id, wanted
-        batch, request_id, wanted = parse_v2(body, svc.pre, svc.config.max_items)
-        return batch
+        parsed.append(parse_v2(body, svc.pre, svc.config.max_items, header_length))
+        return parsed[0].batch
 
-    probs = await svc.engine.score(prepare)
-    outputs = {
-        "probabilities": {"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape),
-                          "data": probs.ravel().tolist()},
-        "label": {"name": "label", "datatype": "BYTES", "shape": [len(probs)],
-                  "data": [svc.model.classes[i] for i in probs.argmax(axis=1)]},
-    }
-    answer = {"model_name": svc.model.name, "model_version": svc.model.version,
-              "outputs": [outputs[n] for n in wanted]}
-    if request_id is not None:
-        answer["id"] = request_id
-    return json_response(answer)
+    probs = await svc.engine.score(prepare, heavy=is_heavy(body))
+    return _answer(svc, parsed[0], probs)
 
 
 for _path in MODEL_PATHS:
     router.add_api_route(_path, model_metadata, methods=["GET"])
     router.add_api_route(_path + "/ready", model_ready, methods=["GET"])
-    router.add_api_route(_path + "/infer", infer, methods=["POST"])
+    router.add_api_route(_path + "/infer", infer, methods=["POST"], openapi_extra=openapi.V2_INFER)
