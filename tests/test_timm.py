@@ -217,10 +217,11 @@ def test_train_cli_flags_reach_the_config():
     from gearsight.commands.train_cmd import OPTION_NAMES
 
     args = build_parser().parse_args(["train", "data", "--out", "run", "--arch", ARCH, "--pretrained", "hub",
-                                      "--head-lr-scale", "10", "--freeze-epochs", "2", "--bn-freeze", "always"])
+                                      "--head-lr-scale", "10", "--freeze-epochs", "2", "--bn-freeze", "always",
+                                      "--freeze-stages", "3", "--minutes", "7.5"])
     cfg = TrainConfig().update(**{k: getattr(args, k) for k in OPTION_NAMES})
-    assert (cfg.arch, cfg.pretrained, cfg.head_lr_scale, cfg.freeze_epochs, cfg.bn_freeze) == (
-        ARCH, "hub", 10.0, 2, "always")
+    assert (cfg.arch, cfg.pretrained, cfg.head_lr_scale, cfg.freeze_epochs, cfg.bn_freeze, cfg.freeze_stages,
+            cfg.minutes) == (ARCH, "hub", 10.0, 2, "always", 3, 7.5)
 
 
 # -- (d) files that do not fit: the error names the file and the key --------------------------
@@ -327,6 +328,38 @@ def test_frozen_epochs_train_only_the_head_and_keep_the_bn_statistics():
     assert not torch.equal(frozen["conv_stem.weight"], after["conv_stem.weight"])
     assert not torch.equal(frozen["bn1.running_mean"], after["bn1.running_mean"])  # BN trains again
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_frozen_stages_never_train_and_the_rest_does():
+    from gearsight.data.loader import Batches
+    from gearsight.train import make_scheduler, train_one_epoch
+
+    cfg = TrainConfig(arch=ARCH, freeze_stages=2, freeze_epochs=1, amp="off", batch_size=8, lr=0.05, epochs=2,
+                      flip=False, translate=0)
+    torch.manual_seed(0)
+    model = build_model(cfg, num_classes=2, device=torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    batches = Batches.from_arrays(rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8), np.arange(16) % 2,
+                                  batch_size=8, shuffle=True, mean=cfg.mean, std=cfg.std, seed=0)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, cfg.epochs * len(batches))
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    for epoch in range(2):  # the head-only epoch must not unfreeze the fixed stages when it ends
+        train_one_epoch(model, batches, optimizer, scheduler, epoch, cfg, torch.device("cpu"), progress=False)
+    after = model.net.state_dict()
+    changed = {k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("blocks") else "")
+               for k in before if not torch.equal(before[k], after[k])}
+    assert not changed & {"conv_stem", "bn1", "blocks.0", "blocks.1"}  # BN running stats included
+    assert {"blocks.2", "blocks.6", "conv_head", "classifier"} <= changed
+    optimized = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert not any(id(p) in optimized for p in model.net.blocks[1].parameters())
+
+
+def test_freeze_stages_names_what_it_cannot_freeze():
+    with pytest.raises(ValueError, match="has 7 stages"):
+        build_model(TrainConfig(arch=ARCH, freeze_stages=8), num_classes=2, device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="need a timm architecture"):
+        build_model(TrainConfig(freeze_stages=1), num_classes=2, device=torch.device("cpu"))
 
 
 def test_model_file_of_a_timm_model_rebuilds_without_pretrained_weights(tmp_path):

@@ -22,6 +22,8 @@ class TrainConfig:
     stem: str = "conv"  # "conv" (3x3 conv + maxpool) or "patch" (2x2 stride-2 conv), see models/gearnet.py
     # schedule
     epochs: int = 40  # passes over the train split
+    minutes: float = 0.0  # wall-clock budget for training + val evaluation; > 0: epochs = what fits,
+    # measured on this machine before training (gearsight/budget.py); 0 = use epochs
     batch_size: int = 64  # images per step; small batches = more steps on a 1.5k-image set
     lr: float = 0.2  # peak SGD learning rate (one-cycle), per 64 images... see note in train.py
     momentum: float = 0.9  # Nesterov
@@ -70,6 +72,8 @@ class TrainConfig:
     freeze_epochs: int = 0  # epochs at the start in which only the head trains (backbone frozen); timm: models
     bn_freeze: str = "off"  # backbone BatchNorm: "off" (trains, batch stats), "freeze-epochs" (eval mode = the
     # pretrained running stats while the backbone is frozen), "always" (eval mode all run); timm: models
+    freeze_stages: int = 0  # stem + first N stages never train (fixed features, ~1.8x faster steps at N=2 on
+    # EfficientNet-Lite0); timm EfficientNet/MobileNet models
     drop_rate: float = 0.0  # dropout before the classifier (timm's drop_rate); timm: models
     drop_path_rate: float = 0.0  # stochastic depth (timm's drop_path_rate); timm: models
 

@@ -225,14 +225,14 @@ def seed_everything(seed: int) -> None:
 
 def build_model(cfg: TrainConfig, num_classes: int, device: torch.device) -> nn.Module:
     timm_arch = cfg.arch.startswith(TIMM_PREFIX)
-    if not timm_arch and (cfg.pretrained or cfg.freeze_epochs or cfg.bn_freeze != "off"):
-        raise ValueError(f"pretrained, freeze_epochs and bn_freeze need a timm architecture "
+    if not timm_arch and (cfg.pretrained or cfg.freeze_epochs or cfg.freeze_stages or cfg.bn_freeze != "off"):
+        raise ValueError(f"pretrained, freeze_epochs, freeze_stages and bn_freeze need a timm architecture "
                          f"(--arch timm:<name>), not {cfg.arch!r}")
     # pretrained weights are a build-time argument only: the model file's arch_config leaves them out.
     build = {"pretrained": cfg.pretrained, "pretrained_strict": cfg.pretrained_strict} if timm_arch else {}
     model = create_model(cfg.arch, num_classes=num_classes, **arch_config(cfg), **build)
     if timm_arch:
-        model.configure_finetuning(cfg.freeze_epochs, cfg.bn_freeze)
+        model.configure_finetuning(cfg.freeze_epochs, cfg.bn_freeze, cfg.freeze_stages)
         _warn_if_normalization_differs(cfg)
     # channels_last: oneDNN's direct convs skip a layout reorder (measured ~1.3x on this CPU).
     return model.to(device=device, memory_format=torch.channels_last)
@@ -307,6 +307,23 @@ def load_resume_state(path: Path, model, optimizer, scheduler, ema=None,
     return state["epoch"], state["best"]
 
 
+def plan_time_budget(model, train: Batches, val: Batches, cfg: TrainConfig, device: torch.device, info: DistInfo,
+                     resume_dir: Path | None = None) -> None:
+    """``cfg.minutes``: set ``cfg.epochs`` to what fits the budget (gearsight.budget), and say so.
+
+    A resumed run keeps the epochs it chose at its start (its schedule was built for them)."""
+    saved = resume_dir / "config.yaml" if resume_dir else None
+    if saved is not None and saved.is_file() and (resume_dir / "last.pt").is_file():
+        cfg.epochs = TrainConfig.load(saved).epochs
+        return
+    from gearsight.budget import plan_epochs
+
+    plan = plan_epochs(model, train, val, cfg, device, info)
+    cfg.epochs = plan.epochs
+    if info.is_main:
+        print(plan.describe(len(train)), flush=True)
+
+
 def fit(train: Batches, val: Batches, classes: list[str], run_dir: str | Path, cfg: TrainConfig, *,
         size: int, resize: str = "pad", fill: int = 255, resume: bool = False, progress: bool = True,
         data_info: dict | None = None) -> dict:
@@ -322,6 +339,8 @@ def fit(train: Batches, val: Batches, classes: list[str], run_dir: str | Path, c
     device = info.device
     model = build_model(cfg, len(classes), device)
     fit_model_to_data(model, train, cfg, device)
+    if cfg.minutes:
+        plan_time_budget(model, train, val, cfg, device, info, run_dir if resume else None)
     optimizer = make_optimizer(model, cfg)
     total_steps = cfg.epochs * len(train)
     scheduler = make_scheduler(optimizer, cfg, total_steps)

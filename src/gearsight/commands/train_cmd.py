@@ -35,10 +35,14 @@ def register(subparsers) -> None:
                    ".safetensors/.pth state dict; mean/std then default to the weights' own")
     f.add_argument("--head-lr-scale", type=float, help="classifier-head lr = lr x this (default 1)")
     f.add_argument("--freeze-epochs", type=int, help="train only the head for the first N epochs (default 0)")
+    f.add_argument("--freeze-stages", type=int, help="stem + first N stages never train: fixed features and "
+                   "faster steps (default 0; EfficientNet/MobileNet family)")
     f.add_argument("--bn-freeze", choices=["off", "freeze-epochs", "always"],
                    help="backbone BatchNorm in eval mode (pretrained statistics): never (default), while frozen, always")
     s = p.add_argument_group("schedule")
     s.add_argument("--epochs", type=int, help="default 40 (see src/gearsight/config.py for every default)")
+    s.add_argument("--minutes", type=float, help="time budget: train as many epochs as fit M minutes on this "
+                   "machine (measured before training, val evaluation included; overrides --epochs)")
     s.add_argument("--batch-size", type=int)
     s.add_argument("--lr", type=float, help="peak learning rate")
     s.add_argument("--weight-decay", type=float)
@@ -62,9 +66,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-OPTION_NAMES = ["arch", "widths", "stem", "norm", "epochs", "batch_size", "lr", "ema", "weight_decay", "label_smoothing", "patience", "keep",
+OPTION_NAMES = ["arch", "widths", "stem", "norm", "epochs", "minutes", "batch_size", "lr", "ema", "weight_decay", "label_smoothing", "patience", "keep",
                 "translate", "flip", "background_p", "backgrounds", "seed", "amp", "device", "threads", "mlflow"]
-OPTION_NAMES += ["pretrained", "head_lr_scale", "freeze_epochs", "bn_freeze"]  # pretrained backbones / fine-tuning
+OPTION_NAMES += ["pretrained", "head_lr_scale", "freeze_epochs", "freeze_stages", "bn_freeze"]  # pretrained backbones / fine-tuning
 
 
 def run(args: argparse.Namespace) -> int:

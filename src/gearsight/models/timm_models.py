@@ -42,6 +42,10 @@ class TimmClassifier(nn.Module):
       updated), "freeze-epochs" (BatchNorm layers stay in eval mode, i.e. keep the pretrained running
       statistics, while the backbone is frozen), "always" (eval mode for the whole run). The BN scale
       and shift still train whenever the backbone does.
+    - ``freeze_stages``: the stem and the first N stages (``blocks[:N]``) never train (weights fixed, their
+      BatchNorm in eval mode): a fixed feature extractor for edges and colours. It also skips their
+      backward pass: at 128 px on EfficientNet-Lite0, N=2 makes a training step ~1.8x faster, N=3
+      ~2.9x (the early stages hold the large feature maps; measured with 1 thread, batch 32).
     """
 
     def __init__(self, name: str, num_classes: int, pretrained: bool = False, **timm_kwargs):
@@ -53,6 +57,7 @@ class TimmClassifier(nn.Module):
         self.net = timm.create_model(name, num_classes=num_classes, pretrained=pretrained, **timm_kwargs)
         self.freeze_epochs = 0
         self.bn_freeze = "off"
+        self.freeze_stages = 0
         self._epoch = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,19 +76,38 @@ class TimmClassifier(nn.Module):
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         head = {id(p) for p in self.head_parameters()}
-        return [p for p in self.net.parameters() if id(p) not in head]
+        fixed = {id(p) for m in self._stem_and_stages(self.freeze_stages) for p in m.parameters()}
+        return [p for p in self.net.parameters() if id(p) not in head | fixed]
+
+    def _stem_and_stages(self, n: int) -> list[nn.Module]:
+        """The stem and the first ``n`` stages, for timm's EfficientNet/MobileNet family (conv_stem, bn1,
+        blocks); other architectures name their stages differently, so they are refused by name."""
+        if not n:
+            return []
+        if not all(hasattr(self.net, a) for a in ("conv_stem", "bn1", "blocks")):
+            raise ValueError(f"freeze_stages: timm:{self.name} has no conv_stem/bn1/blocks to freeze "
+                             "(supported: the EfficientNet/MobileNet family)")
+        if not 0 < n <= len(self.net.blocks):
+            raise ValueError(f"freeze_stages={n}: timm:{self.name} has {len(self.net.blocks)} stages")
+        return [self.net.conv_stem, self.net.bn1, *self.net.blocks[:n]]
 
     def _backbone_norms(self) -> list[nn.Module]:
         head = set(self.net.get_classifier().modules())
         return [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m not in head]
 
     # -- trainer hooks
-    def configure_finetuning(self, freeze_epochs: int = 0, bn_freeze: str = "off") -> "TimmClassifier":
+    def configure_finetuning(self, freeze_epochs: int = 0, bn_freeze: str = "off",
+                             freeze_stages: int = 0) -> "TimmClassifier":
         if bn_freeze not in BN_FREEZE:
             raise ValueError(f"bn_freeze={bn_freeze!r}: expected one of {', '.join(BN_FREEZE)}")
         if freeze_epochs < 0:
             raise ValueError(f"freeze_epochs={freeze_epochs}: must be >= 0")
-        self.freeze_epochs, self.bn_freeze = int(freeze_epochs), bn_freeze
+        if freeze_stages < 0:
+            raise ValueError(f"freeze_stages={freeze_stages}: must be >= 0")
+        self.freeze_epochs, self.bn_freeze, self.freeze_stages = int(freeze_epochs), bn_freeze, int(freeze_stages)
+        for module in self._stem_and_stages(self.freeze_stages):
+            for p in module.parameters():
+                p.requires_grad_(False)  # before the optimizer is built, so it never holds them
         return self
 
     def _bn_frozen(self) -> bool:
@@ -94,6 +118,9 @@ class TimmClassifier(nn.Module):
         if mode and self._bn_frozen():
             for m in self._backbone_norms():
                 m.eval()
+        if mode:
+            for module in self._stem_and_stages(self.freeze_stages):
+                module.eval()  # fixed stages keep the pretrained BN statistics too
         return self
 
     def frozen_parameters(self, epoch: int) -> list[nn.Parameter]:

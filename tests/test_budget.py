@@ -1,0 +1,60 @@
+"""--minutes: the epoch count is measured on this machine to fit a wall-clock budget (gearsight/budget.py)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from gearsight.budget import MARGIN, plan_epochs
+from gearsight.config import TrainConfig
+from gearsight.data.loader import Batches
+from gearsight.train import build_model, fit
+
+
+def _data(n: int, seed: int) -> Batches:
+    """Two classes a small net can tell apart: bright vs dark squares, with noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    images = rng.integers(0, 120, (n, 32, 32, 3), dtype=np.uint8) + (labels * 120).astype(np.uint8)[:, None, None, None]
+    return images, labels
+
+
+def _batches(images, labels, cfg: TrainConfig, shuffle: bool) -> Batches:
+    return Batches.from_arrays(images, labels, batch_size=cfg.batch_size, shuffle=shuffle, mean=cfg.mean,
+                               std=cfg.std, seed=cfg.seed, augment=shuffle, translate=cfg.translate)
+
+
+def test_the_plan_is_its_own_arithmetic_and_grows_with_the_budget():
+    cfg = TrainConfig(widths=[8, 16, 16], batch_size=16, amp="off", threads=1)
+    train, val = _batches(*_data(64, 0), cfg, True), _batches(*_data(32, 1), cfg, False)
+    torch.manual_seed(0)
+    model = build_model(cfg, 2, torch.device("cpu"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plans = {}
+    for minutes in (0.05, 2.0):
+        cfg.minutes = minutes
+        plans[minutes] = plan = plan_epochs(model, train, val, cfg, torch.device("cpu"))
+        epoch_s = plan.step_s * len(train) + plan.eval_s
+        assert plan.step_s > 0 and plan.eval_s > 0
+        assert plan.epochs == max(1, math.floor((minutes * 60 * MARGIN - plan.probe_s) / epoch_s))
+        assert f"{plan.epochs} epochs of {len(train)} steps" in plan.describe(len(train))
+    assert plans[2.0].epochs > 5 * plans[0.05].epochs  # 40x the budget; steps measured separately
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # measured on a copy
+
+
+def test_fit_with_minutes_ends_inside_the_budget_and_resume_keeps_its_epochs(tmp_path, capsys):
+    cfg = TrainConfig(widths=[8, 16, 16], batch_size=16, amp="off", threads=1, minutes=0.25, epochs=1)
+    train, val = _batches(*_data(128, 0), cfg, True), _batches(*_data(32, 1), cfg, False)
+    start_cfg = TrainConfig(**{**cfg.__dict__})
+    summary = fit(train, val, ["dark", "bright"], tmp_path, cfg, size=32, progress=False)
+    said = capsys.readouterr().out
+    chosen = TrainConfig.load(tmp_path / "config.yaml").epochs
+    assert f"time budget 0.25 min: {chosen} epochs" in said
+    assert chosen > 1  # the budget, not epochs=1, decided
+    assert summary["train_seconds"] <= 0.25 * 60 * 1.5  # 15 s budget; generous for a shared machine
+    assert summary["best_val_acc"] > 0.9
+    # Resuming a finished run re-plans nothing: same epochs, no new measurement, nothing left to train.
+    again = fit(train, val, ["dark", "bright"], tmp_path, start_cfg, size=32, progress=False, resume=True)
+    assert "time budget" not in capsys.readouterr().out
+    assert start_cfg.epochs == chosen and again["train_seconds"] < 1.0
