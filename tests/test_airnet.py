@@ -103,7 +103,7 @@ def _two_class_images(n: int, seed: int):
 def test_airbench_recipe_trains_without_val_and_the_model_keeps_its_tta(tmp_path):
     cfg = TrainConfig.load("configs/cifar10-10min.yaml")
     # the config's lr is for batch 1024; airbench's lr is per example, so it scales with the batch
-    cfg.update(widths=[8, 16, 16], epochs=4, batch_size=32, lr=cfg.lr * 32 / 1024, threads=1)
+    cfg.update(widths=[8, 16, 16], epochs=4, minutes=0, batch_size=32, lr=cfg.lr * 32 / 1024, threads=1)
     train = _two_class_images(256, 0)
     empty = (train[0][:0], train[1][:0])
     summary = train_arrays(train, empty, ["dark", "square"], tmp_path / "run", cfg, progress=False,
