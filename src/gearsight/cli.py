@@ -30,14 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gearsight {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # a command not built yet
-                continue
-            raise
-        module.register(subparsers)
+        _load_command(name).register(subparsers)
     return parser
+
+
+def _load_command(name: str):
+    """Import one command module. Any failure stops the CLI: a subcommand that quietly vanished
+    from --help would hide a packaging error (a file left out of the wheel, a broken dependency)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ImportError(f"gearsight: the command module {name} cannot be imported ({exc}); "
+                          "the installation is broken: reinstall gearsight (make install)", name=name) from exc
 
 
 def main(argv: list[str] | None = None) -> int:
