@@ -89,3 +89,26 @@ def test_a_non_image_shows_the_servers_error(page, site):
     page.set_input_files("#file", str(site["dir"] / "notes.txt"))
     page.wait_for_function("document.getElementById('error').textContent.length > 0")
     assert "notes.txt: not an image" in page.locator("#error").inner_text()
+
+
+def test_a_model_with_fewer_than_five_classes_and_no_broken_image_before_a_pick(site, page):
+    """Issue 11 finding 10: the page asked top_k=5 (a 400 for a 3-class model) and showed a broken
+    image box before any image was chosen."""
+    from gearsight.checkpoint import load_model
+
+    d = site["dir"]
+    three = ["axes", "boots", "rope"]
+    model_path = make_model_file(d / "three.safetensors", classes=three)
+    model, spec = load_model(model_path)
+    photo = site["photos"][0]
+    expected = reference(model, spec, photo.read_bytes())
+    with running_server(export_onnx(model_path, d / "three.onnx")) as (url, _):
+        page = page.context.browser.new_page(viewport={"width": 1200, "height": 900})  # the module's Chromium
+        page.goto(url + "/")
+        page.wait_for_function("document.getElementById('model').textContent.includes('classes')")
+        assert not page.locator("#preview").is_visible() and not page.locator("#result").is_visible()
+        page.screenshot(path=str(d / "before-pick.png"))
+        page.set_input_files("#file", str(photo))
+        assert_shows(page, expected)
+        assert page.locator("#error").inner_text() == ""
+        page.close()

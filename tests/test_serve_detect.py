@@ -3,12 +3,15 @@ classifier by a real uvicorn server on 127.0.0.1; answers must equal gearsight's
 from __future__ import annotations
 
 import base64
+import io
 import json
+import time
 
 import httpx
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import run_cli
 from gearsight.data.decode import decode_image
@@ -106,3 +109,24 @@ def test_server_without_detector_says_how_to_add_one(setup):
         r = httpx.post(url + "/detect", json={"image": "AAAA"}, timeout=30)
     assert r.status_code == 404 and "--detector" in r.json()["error"]
     assert json.loads(r.text)["error"].startswith("this server has no detector")
+
+
+def test_detect_refuses_lossless_bombs_before_decoding_and_drafts_big_jpegs(setup):
+    """Issue 11 finding 2: /detect kept every full-size decoded image (64 x 40 MP WebPs in ~10 KB
+    was ~7.7 GB); now it decodes on the engine's workers, one image at a time, under max_pixels."""
+    from test_serve_hostile import solid_webp
+
+    http = setup["http"]
+    bomb = base64.b64encode(solid_webp(6000, 6000)).decode()
+    start = time.perf_counter()
+    for path, kw in [("/detect", {"json": [{"image": bomb}] * 4}),
+                     ("/detect/file", {"files": [("file", (f"b{i}.webp", base64.b64decode(bomb))) for i in range(4)]})]:
+        r = http.post(path, **kw)
+        assert r.status_code == 413 and "6000x6000 exceeds" in r.json()["error"], r.text
+    assert time.perf_counter() - start < 2.0  # before: 8 x 36 MP decoded (and held) first
+    big = io.BytesIO()
+    Image.open(setup["photos"][0]).resize((3200, 2400)).save(big, "JPEG", quality=90)  # 7.7 MP > 4.2 MP
+    result = ok(http.post("/detect?min_score=0", json={"image": base64.b64encode(big.getvalue()).decode()}))
+    boxes = np.asarray(result["boxes"])
+    assert len(boxes) and boxes[:, 2].max() <= 3200 and boxes[:, 3].max() <= 2400
+    assert boxes[:, 2].max() > 1600  # boxes in the sent image's pixels, not the 1/2-scale decode's
