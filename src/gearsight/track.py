@@ -40,6 +40,7 @@ class RunLogger:
         # A local sqlite store by default, as the MLflow docs recommend over the file store.
         if not os.environ.get("MLFLOW_TRACKING_URI"):
             mlflow.set_tracking_uri(f"sqlite:///{(self.run_dir / 'mlflow.db').resolve()}")
+            _use_local_experiment(mlflow, self.run_dir)
         mlflow.start_run(run_name=self.run_dir.name)
         mlflow.log_params({k: str(v) for k, v in asdict(cfg).items()})
         return mlflow
@@ -61,6 +62,14 @@ class RunLogger:
                 if (self.run_dir / name).is_file():
                     self.mlflow.log_artifact(str(self.run_dir / name))
             self.mlflow.end_run()
+
+
+def _use_local_experiment(mlflow, run_dir: Path, name: str = "gearsight") -> None:
+    """Artifacts beside the store, in RUN/mlartifacts: MLflow's default experiment would put them in
+    ./mlruns of whatever directory training was started from."""
+    if mlflow.get_experiment_by_name(name) is None:
+        mlflow.create_experiment(name, artifact_location=(run_dir / "mlartifacts").resolve().as_uri())
+    mlflow.set_experiment(name)
 
 
 def _fmt(v) -> str:
