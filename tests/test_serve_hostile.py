@@ -341,7 +341,7 @@ def test_sigterm_finishes_in_flight_requests_and_stalled_ones_do_not_hold_shutdo
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         inflight.sendall(body[100:])  # finishes its request after the SIGTERM
-        answer = inflight.recv(65536)
+        answer = read_response(inflight)
         assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
         proc.wait(timeout=20)  # before: waited for the stalled client forever
         assert time.perf_counter() - start < 8
@@ -389,11 +389,27 @@ def test_body_limit_counts_bytes_when_chunked_overrides_content_length(files):
             s.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n")
             with contextlib.suppress(OSError):
                 s.sendall(body)
-            answer = s.recv(65536)
+            answer = read_response(s)
         assert answer.startswith(b"HTTP/1.1 413") and b"over the 1,048,576-byte limit" in answer, answer[:300]
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One HTTP/1.1 response with a Content-Length, read whole."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536) or b"!"
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(v for k, _, v in (line.partition(b":") for line in head.split(b"\r\n"))
+                      if k.strip().lower() == b"content-length"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
 
 
 def _wait_live(port: int, proc: subprocess.Popen) -> None:
@@ -420,3 +436,18 @@ def test_serve_refuses_a_training_checkpoint_and_a_keyless_public_host(tmp_path,
         proc = subprocess.run([sys.executable, "-m", "gearsight.serve", *args], capture_output=True, text=True,
                               cwd=REPO, env=env, timeout=60)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_bodies_over_1_mib_are_parsed_in_the_heavy_process_with_the_same_answers(server, files):
+    rng = np.random.default_rng(3)
+    noise = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (420, 420, 3), dtype=np.uint8)).save(noise, "PNG")
+    items = [{"image": b64(noise.getvalue())}] * 3  # ~2 MB of JSON: over the 1 MiB heavy threshold
+    small = post(server[0], json=items[0]).json()["predictions"]
+    big = post(server[0], json=items)
+    assert big.status_code == 200 and all(r["predictions"] == small for r in big.json()["results"]), big.text
+    bad = post(server[0], json=items + [{"image": b64(b"no image here")}])
+    assert bad.status_code == 400 and "item[3].image: not an image" in bad.json()["error"], bad.text
+    v2 = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [3], "data": [i["image"] for i in items]}]}
+    out = post(server[0], "/v2/models/gear/infer", json=v2)
+    assert out.status_code == 200 and len(out.json()["outputs"][1]["data"]) == 3, out.text

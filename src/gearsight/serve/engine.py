@@ -3,11 +3,18 @@
 Bounded everywhere: at most ``max_queue`` requests are inside ``score`` (decoding, waiting or
 running); one more is a 429 with Retry-After. Each request has a deadline (``timeout_s``; 503
 past it), and a non-finite model output is a 422, never a NaN in the JSON.
+
+Bodies over 1 MiB are parsed in a separate process (``offload``): json.loads, base64 and Pillow's
+format probing of a 16 MiB body hold the GIL for ~250 ms here, which would stall every other
+request; in a niced process of its own they cost the small requests only a share of a core.
 """
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, TypeVar
 
 import numpy as np
@@ -31,8 +38,10 @@ class Engine:
 
     def __init__(self, model: OnnxModel, *, batching: bool, max_batch: int, max_wait_ms: float,
                  workers: int, on_batch: Callable[[int], None] = lambda n: None, max_queue: int = 64,
-                 timeout_s: float = 30.0):
+                 timeout_s: float = 30.0, heavy_process: bool = True):
         self.model, self.on_batch = model, on_batch
+        self.heavy_process = heavy_process
+        self.procs: ProcessPoolExecutor | None = None
         self.max_queue, self.timeout_s = max_queue, timeout_s
         # Pillow's decode/resize and ONNX Runtime release the GIL, so threads use every core.
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gearsight-prep")
@@ -51,6 +60,20 @@ class Engine:
     def start(self) -> None:
         if self.batcher:
             self.batcher.start()
+        if self.heavy_process:
+            self.procs = _process_pool()
+            self.procs.submit(os.getpid)  # start it now, not on the first big request
+
+    def offload(self, fn: Callable[..., T], *args) -> T:
+        """``fn(*args)`` in the heavy-body process (from a decode thread, which waits without the GIL).
+        ``fn`` and its arguments must pickle: module-level functions, bytes, Preprocessor."""
+        if self.procs is None:
+            return fn(*args)
+        try:
+            return self.procs.submit(fn, *args).result()
+        except BrokenProcessPool:  # the process died (OOM-killed?): a fresh one for the next request
+            self.procs = _process_pool()
+            raise busy("the worker for large requests was restarted; retry", status=503) from None
 
     async def stop(self) -> None:
         if self.batcher:
@@ -58,6 +81,8 @@ class Engine:
             self.batcher.executor.shutdown(wait=False)
         self.pool.shutdown(wait=False)
         self.heavy_pool.shutdown(wait=False)
+        if self.procs is not None:
+            self.procs.shutdown(wait=False, cancel_futures=True)
 
     def _direct(self, prepare: Callable[[], np.ndarray]) -> np.ndarray:
         batch = prepare()
@@ -107,3 +132,9 @@ class Engine:
         finally:
             self.batcher.expecting -= 1
         return await self.batcher.submit(batch)
+
+
+def _process_pool() -> ProcessPoolExecutor:
+    # spawn: forking a process that runs threads is unsafe; niced, so small requests go first.
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice,
+                               initargs=(10,))

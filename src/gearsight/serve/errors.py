@@ -16,6 +16,9 @@ class RequestError(Exception):
         self.status = status
         self.headers = headers or {}
 
+    def __reduce__(self):  # keeps status and headers when raised in the heavy-body process
+        return RequestError, (self.message, self.status, self.headers)
+
 
 def too_large(message: str) -> RequestError:
     return RequestError(message, status=413)

@@ -30,6 +30,14 @@ def is_heavy(body: bytes) -> bool:
     return len(body) > HEAVY_BYTES
 
 
+def _call(fn, *args):
+    return fn(*args)
+
+
+def prepare_files(uploads: list[tuple[str, bytes]], pre: Preprocessor) -> np.ndarray:
+    return np.stack([pre.from_image(data, name) for name, data in uploads])
+
+
 @dataclass
 class Service:
     """Everything a request handler needs; one per app, kept in ``app.state.service``."""
@@ -77,12 +85,15 @@ async def score(request: Request) -> Response:
     k = top_k(request, svc)
     sent_list = False
 
+    heavy = is_heavy(body)
+
     def prepare() -> np.ndarray:
         nonlocal sent_list
-        batch, sent_list = parse_score(body, svc.pre, svc.config.max_items)
+        run = svc.engine.offload if heavy else _call
+        batch, sent_list = run(parse_score, body, svc.pre, svc.config.max_items)
         return batch
 
-    probs = await svc.engine.score(prepare, heavy=is_heavy(body))
+    probs = await svc.engine.score(prepare, heavy=heavy)
     results = [{"predictions": predictions(svc, row, k)} for row in probs]
     return json_response({"results": results} if sent_list else results[0])
 
@@ -102,10 +113,12 @@ async def score_file(request: Request) -> Response:
     k = top_k(request, svc)
     uploads = await _uploads(request, svc)
 
-    def prepare() -> np.ndarray:
-        return np.stack([svc.pre.from_image(data, name) for name, data in uploads])
+    heavy = sum(len(d) for _, d in uploads) > HEAVY_BYTES
 
-    probs = await svc.engine.score(prepare, heavy=sum(len(d) for _, d in uploads) > HEAVY_BYTES)
+    def prepare() -> np.ndarray:
+        return (svc.engine.offload if heavy else _call)(prepare_files, uploads, svc.pre)
+
+    probs = await svc.engine.score(prepare, heavy=heavy)
     results = [{"filename": name, "predictions": predictions(svc, row, k)} for (name, _), row in zip(uploads, probs)]
     return json_response({"results": results})
 

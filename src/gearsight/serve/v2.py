@@ -17,7 +17,7 @@ from gearsight import __version__
 from gearsight.serve.errors import RequestError
 from gearsight.serve import openapi
 from gearsight.serve.parse import V2Request, parse_v2
-from gearsight.serve.routes import Service, is_heavy, json_response, service
+from gearsight.serve.routes import Service, _call, is_heavy, json_response, service
 
 router = APIRouter(prefix="/v2")
 MODEL_PATHS = ("/models/{name}", "/models/{name}/versions/{version}")
@@ -115,11 +115,14 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
     body = await request.body()
     parsed: list[V2Request] = []
 
+    heavy = is_heavy(body)
+
     def prepare() -> np.ndarray:
-        parsed.append(parse_v2(body, svc.pre, svc.config.max_items, header_length))
+        run = svc.engine.offload if heavy else _call
+        parsed.append(run(parse_v2, body, svc.pre, svc.config.max_items, header_length))
         return parsed[0].batch
 
-    probs = await svc.engine.score(prepare, heavy=is_heavy(body))
+    probs = await svc.engine.score(prepare, heavy=heavy)
     return _answer(svc, parsed[0], probs)
 
 
