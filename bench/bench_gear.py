@@ -5,12 +5,20 @@ selection) and report accuracy on the 443-image test split. The CNN is trained w
 different seeds, once per precision in --amp (fp32 and bf16 autocast; bf16 is emulated, slowly,
 on CPUs without AVX512-BF16/AMX, which changes its time, not its accuracy); medians are quoted.
 
-    .venv/bin/python bench/bench_gear.py [--seeds 3] [--epochs 40] [--amp off,bf16]
+    .venv/bin/python bench/bench_gear.py [--seeds 3] [--size 96] [--amp off,bf16] [--jobs 2 --threads 1]
+
+The CNN is GearNet with config.py's defaults on photos packed at --size px (96: the from-scratch
+recipe; 64 was make demo's until 2026-11-30), translate scaled with the size (4 px at 64).
+--jobs runs that many trainings side by side (each with --threads): on a shared 2-core machine two
+1-thread runs finish sooner than two 2-thread runs in a row, and the accuracy does not depend on it.
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import statistics
+from concurrent.futures import ProcessPoolExecutor
 import tempfile
 import time
 
@@ -21,6 +29,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from gearsight import workflow
+from bench_cifar import cpu_name
 from gearsight.data.datasets import resolve_dataset
 from gearsight.data.pack import PackedDataset
 
@@ -38,34 +47,52 @@ def svm_baseline(packed32: str) -> tuple[float, float]:
     return acc, time.perf_counter() - start
 
 
+def train_and_test(packed: str, run: str, overrides: dict) -> tuple[float, float]:
+    summary = workflow.train_packed(packed, run, progress=False, **overrides)
+    report = workflow.evaluate_packed(f"{run}/model.safetensors", packed, "test", f"{run}/eval")
+    return report["accuracy"], summary["train_seconds"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     ap.add_argument("--amp", default="off,bf16", help="precisions to train in, comma-separated (off = fp32)")
+    ap.add_argument("--size", type=int, default=96, help="pack size in px (default 96, the from-scratch recipe)")
+    ap.add_argument("--jobs", type=int, default=1, help="trainings run side by side")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per training (0 = all cores)")
     args = ap.parse_args()
+    translate = round(4 * args.size / 64)
     gear = resolve_dataset("gear")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    from gearsight.train import cpu_has_fast_bf16
+
+    print(f"torch {torch.__version__}; {cpu_name()}, {os.cpu_count()} cores, native bf16: "
+          f"{'yes' if cpu_has_fast_bf16() else 'no (bf16 emulated)'}; {args.jobs} job(s) x "
+          f"{args.threads or 'all'} thread(s); {args.size} px, translate {translate}")
     with tempfile.TemporaryDirectory() as tmp:
         workflow.pack_source(gear / "split.csv", f"{tmp}/g32", size=32, progress=False)
-        workflow.pack_source(gear / "split.csv", f"{tmp}/g64", size=64, progress=False)
+        packed = f"{tmp}/g{args.size}"
+        workflow.pack_source(gear / "split.csv", packed, size=args.size, progress=False)
         svm_acc, svm_s = svm_baseline(f"{tmp}/g32")
-        cnn: dict[str, list[tuple[float, float]]] = {}
-        for amp in args.amp.split(","):
-            for seed in range(args.seeds):
-                overrides = {"seed": seed, "amp": amp} | ({"epochs": args.epochs} if args.epochs else {})
-                run = f"{tmp}/run-{amp}-{seed}"
-                summary = workflow.train_packed(f"{tmp}/g64", run, progress=False, **overrides)
-                report = workflow.evaluate_packed(f"{run}/model.safetensors", f"{tmp}/g64", "test", f"{run}/eval")
-                cnn.setdefault(amp, []).append((report["accuracy"], summary["train_seconds"]))
-                print(f"{amp} seed {seed}: test accuracy {report['accuracy']:.2%}, training "
-                      f"{summary['train_seconds']:.0f} s", flush=True)
+        jobs = [(amp, seed) for amp in args.amp.split(",") for seed in range(args.seeds)]
+        # spawn: a forked child would inherit the parent's OpenMP thread pool state
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {}
+            for amp, seed in jobs:
+                overrides = {"seed": seed, "amp": amp, "translate": translate, "threads": args.threads}
+                overrides |= {"epochs": args.epochs} if args.epochs else {}
+                futures[amp, seed] = pool.submit(train_and_test, packed, f"{tmp}/run-{amp}-{seed}", overrides)
+            cnn: dict[str, list[tuple[float, float]]] = {}
+            for (amp, seed), future in futures.items():
+                acc, seconds = future.result()
+                cnn.setdefault(amp, []).append((acc, seconds))
+                print(f"{amp} seed {seed}: test accuracy {acc:.2%}, training {seconds:.0f} s", flush=True)
     print()
     print(f"{'model':44s} {'test acc (median)':>17s} {'train s (median)':>16s}  all seeds")
     print(f"{'SVM (RBF, C=10) on 32-px thumbnails':44s} {svm_acc:17.2%} {svm_s:16.1f}")
     for amp, runs in cnn.items():
         accs = [a for a, _ in runs]
-        name = f"GearNet CNN, 64 px, {'fp32' if amp == 'off' else amp}"
+        name = f"GearNet CNN, {args.size} px, {'fp32' if amp == 'off' else amp}"
         print(f"{name:44s} {statistics.median(accs):17.2%} {statistics.median(s for _, s in runs):16.1f}  "
               f"{', '.join(f'{a:.2%}' for a in accs)}")
     print(f"errors on 443 test images: SVM {round((1 - svm_acc) * 443)}; CNN median "
