@@ -46,8 +46,13 @@ system-deps:
 test: install system-deps
 	$(BIN)/python -m pytest -q
 
+# An index, not a run: each script reproduces a docs/BENCHMARKS.md claim in minutes to an hour on
+# 2 cores (bench_cifar 10/30 min, bench_bccd 60), most from ../shared/data, so none starts by
+# accident. Printed from each script's docstring: its purpose (first line) and its command lines.
 bench: install
-	@ls bench/*.py
+	@$(BIN)/python -c 'import ast, pathlib, re; \
+	  docs = {p: ast.get_docstring(ast.parse(p.read_text())) or "(no docstring)" for p in sorted(pathlib.Path("bench").glob("*.py"))}; \
+	  [print(f"{p}: {d.splitlines()[0]}", *[f"    {c.strip()}" for c in d.splitlines() if re.match(r"\s+(nice .*)?(\.venv/bin/)?python ", c)], "", sep="\n") for p, d in docs.items()]'
 
 clean:
 	rm -rf work .pytest_cache
