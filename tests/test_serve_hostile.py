@@ -441,7 +441,7 @@ def test_serve_refuses_a_training_checkpoint_and_a_keyless_public_host(tmp_path,
 def test_bodies_over_1_mib_are_parsed_in_the_heavy_process_with_the_same_answers(server, files):
     rng = np.random.default_rng(3)
     noise = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (420, 420, 3), dtype=np.uint8)).save(noise, "PNG")
+    Image.fromarray(rng.integers(0, 255, (360, 360, 3), dtype=np.uint8)).save(noise, "PNG")
     items = [{"image": b64(noise.getvalue())}] * 3  # ~2 MB of JSON: over the 1 MiB heavy threshold
     small = post(server[0], json=items[0]).json()["predictions"]
     big = post(server[0], json=items)
