@@ -1,9 +1,10 @@
 """Streaming CTF reader: a file of any size -> minibatches of per-stream numpy arrays.
 
 The file is read in chunks of whole lines (``chunk_bytes``, 4 MiB by default), so memory stays
-constant however large the file. Each chunk first goes to the vectorised parser (``ctf_fast``) and,
-if that declines, line by line through the full grammar (``ctf_grammar``). Sequences that span chunks
-are carried over.
+constant however large the file. Each chunk first goes to the compiled scanner (``ctf_fast``) and,
+if that declines (a line it would have to reject or warn about), line by line through the full
+grammar (``ctf_grammar``), the reference, which words the error. Sequences that span chunks are
+carried over, whichever parser read them.
 
 Errors: by default the first malformed line raises CTFError naming the file, line and reason. With
 ``on_error="skip"`` such a line (or a sequence breaking a per-sequence rule) is dropped, counted in
@@ -21,9 +22,10 @@ from typing import Iterator, Literal, Mapping
 import numpy as np
 
 from .ctf_batch import CTFBatch, from_sequences
-from .ctf_fast import parse_chunk
+from .ctf_fast import LineTable, scan_chunk
 from .ctf_grammar import (BoundStream, CTFError, CTFIssue, LineError, LineParser, Sequence, StreamSpec,
                           parse_dense, parse_sparse, split_samples)
+from .ctf_scan import count_lines
 
 log = logging.getLogger("gearsight.data.ctf")
 
@@ -33,8 +35,8 @@ _LOG_ISSUES = 10  # issues logged one by one before a summary
 _BOM = b"\xef\xbb\xbf"
 
 
-def _chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, int, bool]]:
-    """(complete lines ending in '\\n', number of their first line, final line lacked a newline)."""
+def _chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, int, int, bool]]:
+    """(complete lines ending in '\\n', number of their first line, how many, final line lacked a newline)."""
     with open(path, "rb") as f:
         data = f.read(chunk_bytes)
         if data.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -47,12 +49,14 @@ def _chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, int, bool]]:
             buf = pending + data if pending else data
             cut = buf.rfind(b"\n") + 1
             if cut:
-                yield buf[:cut], line_no, False
-                line_no += buf.count(b"\n", 0, cut)
+                lines = buf[:cut]
+                count = count_lines(np.frombuffer(lines, np.uint8))
+                yield lines, line_no, count, False
+                line_no += count
             pending = buf[cut:]
             data = f.read(chunk_bytes)
         if pending:
-            yield pending + b"\n", line_no, True
+            yield pending + b"\n", line_no, pending.count(b"\n") + 1, True
 
 
 def infer_streams(path: str | os.PathLike, max_lines: int = 1000,
@@ -99,7 +103,7 @@ def infer_streams(path: str | os.PathLike, max_lines: int = 1000,
 
 
 def _lines(path: Path) -> Iterator[tuple[bytes, int]]:
-    for buf, first, _ in _chunks(path, DEFAULT_CHUNK_BYTES):
+    for buf, first, _, _ in _chunks(path, DEFAULT_CHUNK_BYTES):
         for i, line in enumerate(buf.split(b"\n")[:-1]):
             yield line, first + i
 
@@ -145,7 +149,7 @@ class CTFReader:
     short_dense: "pad" a dense sample with fewer values than dim with zeros (CNTK, with a warning)
         or "error".
     dtype: of the values (float32; float64 keeps what float32 cannot, as CNTK's precision="double").
-    vectorized: False forces the line-by-line parser (for testing and benchmarking).
+    vectorized: False forces the line-by-line parser (the reference: for testing and benchmarking).
 
     One pass at a time: ``skipped``, ``warnings`` and ``chunk_stats`` describe the latest pass.
     """
@@ -201,14 +205,12 @@ class CTFReader:
         """One batch per chunk of the file (sizes vary); ``minibatches`` re-cuts these."""
         self._reset()
         line_mode = None
-        for buf, first_line, no_newline in _chunks(self.path, self.chunk_bytes):
+        for buf, first_line, n_lines, no_newline in _chunks(self.path, self.chunk_bytes):
             if line_mode is None:
                 line_mode = self.skip_sequence_ids or self._first_line_mode(buf)
             if no_newline:
-                self._warn(first_line + buf.count(b"\n") - 1, "the last line has no trailing newline")
-            fast = None
-            if line_mode and self.vectorized:
-                fast = parse_chunk(buf, self._parser.streams, first_line, self.dtype)
+                self._warn(first_line + n_lines - 1, "the last line has no trailing newline")
+            fast = self._parse_fast(buf, first_line, n_lines, line_mode) if self.vectorized else None
             block = fast if fast is not None else self._parse_lines(buf, first_line, line_mode)
             self.chunk_stats["vectorized" if fast is not None else "line_by_line"] += 1
             if len(block):
@@ -249,6 +251,47 @@ class CTFReader:
             return False
         raise CTFError(self.path, 1, "a line must start with a sequence id or '|', found "
                                      f"{buf[:12].decode('utf-8', 'replace')!r}")
+
+    def _parse_fast(self, buf: bytes, first_line: int, n_lines: int, line_mode: bool) -> CTFBatch | None:
+        """The chunk through the compiled scanner, cut into the same sequences as ``_parse_lines``
+        would; None (nothing changed) leaves the chunk to the line parser."""
+        table = scan_chunk(buf, n_lines, self._parser, first_line)
+        if table is None:
+            return None
+        n = len(table)
+        if line_mode:  # every line a sequence, its id the line index
+            starts = np.arange(n)
+            return table.batch(starts, n, first_line - 1 + starts) if table.sequences_hold(starts, n) else None
+        starts, ids = self._sequence_starts(table)
+        stop = int(starts[-1]) if starts.size else n
+        if not table.sequences_hold(starts[:-1], stop):
+            return None
+        for k in range(int(starts[0]) if starts.size else n):  # lines continuing the open sequence
+            self._open.add(first_line + k, table.samples(k))
+        if not starts.size:
+            return CTFBatch.empty(self._formats(), self.dtype)
+        done = self._close_sequence([])
+        block = table.batch(starts[:-1], stop, ids[:-1])
+        self._open = Sequence(int(ids[-1]), first_line + stop, first_line + stop)
+        for k in range(stop, n):  # the last sequence stays open: the next chunk may continue it
+            self._open.add(first_line + k, table.samples(k))
+        return CTFBatch.concat([from_sequences(done, self._formats(), self.dtype), block]) if done else block
+
+    def _sequence_starts(self, table: LineTable) -> tuple[np.ndarray, np.ndarray]:
+        """Lines of the table that start a sequence, and the sequences' ids (``_parse_lines``' rule:
+        a line starts one when its id differs from the open sequence's, or when none is open)."""
+        seq, n = table.seq, len(table)
+        has = seq >= 0
+        if self._open is not None:
+            current = self._open.seq_id
+        else:
+            current = int(seq[0]) if has[0] else table.first_line - 1
+        last_id_at = np.maximum.accumulate(np.where(has, np.arange(n), -1))
+        sequence_of = np.where(last_id_at >= 0, seq[np.maximum(last_id_at, 0)], current)
+        new = has & (seq != np.concatenate([[current], sequence_of[:-1]]))
+        new[0] |= self._open is None
+        starts = np.flatnonzero(new)
+        return starts, np.where(has[starts], seq[starts], table.first_line - 1 + starts)
 
     def _parse_lines(self, buf: bytes, first_line: int, line_mode: bool) -> CTFBatch:
         done: list[Sequence] = []
