@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV     := $(BIN)/uv
 
-.PHONY: install lock demo test bench system-deps clean
+.PHONY: install lock demo test bench system-deps clean tf tf-lock
 
 install: $(STAMP)
 
@@ -53,6 +53,20 @@ bench: install
 	@$(BIN)/python -c 'import ast, pathlib, re; \
 	  docs = {p: ast.get_docstring(ast.parse(p.read_text())) or "(no docstring)" for p in sorted(pathlib.Path("bench").glob("*.py"))}; \
 	  [print(f"{p}: {d.splitlines()[0]}", *[f"    {c.strip()}" for c in d.splitlines() if re.match(r"\s+(nice .*)?(\.venv/bin/)?python ", c)], "", sep="\n") for p, d in docs.items()]'
+
+# TensorFlow in a venv of its own (.venv-tf, git-ignored), pinned by requirements-tf.lock: the torch
+# lock above is never touched. tests/test_tensorflow.py runs the example there when .venv-tf exists.
+TF_VENV := .venv-tf
+tf: $(TF_VENV)/.installed
+
+$(TF_VENV)/.installed: requirements-tf.lock $(UV)
+	test -x $(TF_VENV)/bin/python || $(UV) venv --no-config --python $(BIN)/python $(TF_VENV)
+	$(UV) pip sync --no-config --python $(TF_VENV)/bin/python requirements-tf.lock
+	touch $@
+
+tf-lock: $(UV)
+	$(UV) pip compile --no-config --python $(BIN)/python --custom-compile-command "make tf-lock" \
+	  requirements-tf.in -o requirements-tf.lock
 
 clean:
 	rm -rf work .pytest_cache
