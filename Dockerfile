@@ -1,8 +1,10 @@
 # Slim serving image: ONNX Runtime + FastAPI + the gearsight package, no torch (331 MB built on the
-# local Debian base; torch alone is 1.2 GB installed).
+# local Debian base by tests/test_serve_container.py; torch alone is 1.2 GB installed).
 #   scripts/build_image.sh                         # buildah, no daemon; makes a local base if needed
 #   docker build -t gearsight-serve .              # where a Docker engine runs
-#   docker run -p 8000:8000 -v $PWD/model.onnx:/models/model.onnx:ro gearsight-serve
+#   docker run -p 8000:8000 -e GEARSIGHT_API_KEY=... -v $PWD/model.onnx:/models/model.onnx:ro gearsight-serve
+# The CMD binds 0.0.0.0, so the server refuses to start without an API key (the environment variable,
+# or --api-key-file on a mounted secret: --api-key shows in `ps`) unless given --insecure.
 # The model is an exported .onnx (`gearsight export`): it carries classes and preprocessing itself.
 ARG BASE=docker.io/library/python:3.11-slim
 
