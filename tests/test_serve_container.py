@@ -16,13 +16,11 @@ import subprocess
 import time
 
 import httpx
-import numpy as np
 import pytest
 
-from gearsight.checkpoint import load_model
-from gearsight.export import export_onnx
 from gearsight.serve.preprocess import Preprocessor
-from test_serve import REPO, SIZE, free_port, make_model_file, make_photo, reference
+from test_serve import REPO, SIZE, free_port
+from test_serve_hostile import files  # noqa: F401  (fixture: model.onnx, a photo and its expected answer)
 
 pytestmark = pytest.mark.slow
 if shutil.which("buildah") is None:
@@ -46,16 +44,6 @@ def image():
     size = proc.stdout.strip().splitlines()[-1]
     print(f"\n{size}")  # "built TAG on BASE; image size: N MB": docs/BENCHMARKS.md quotes it
     return TAG
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("container")
-    model_path = make_model_file(d / "gear.safetensors")
-    onnx = export_onnx(model_path, d / "model.onnx")
-    model, spec = load_model(model_path)
-    photo = make_photo(d / "photo.jpg", (150, 100), 7)
-    return {"onnx": onnx, "spec": spec, "photo": photo, "expected": reference(model, spec, photo.read_bytes())}
 
 
 @contextlib.contextmanager
