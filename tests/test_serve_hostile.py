@@ -337,6 +337,8 @@ def test_sigterm_finishes_in_flight_requests_and_stalled_ones_do_not_hold_shutdo
         inflight.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:100])
         time.sleep(0.3)
+        children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        assert children, "the heavy-body process"
         start = time.perf_counter()
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
@@ -345,6 +347,8 @@ def test_sigterm_finishes_in_flight_requests_and_stalled_ones_do_not_hold_shutdo
         assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
         proc.wait(timeout=20)  # before: waited for the stalled client forever
         assert time.perf_counter() - start < 8
+        time.sleep(2.5)  # the heavy-body process polls for its parent every second
+        assert not [p for p in children if Path(f"/proc/{p}").exists()], "a child outlived the server"
         stalled.close()
         inflight.close()
 

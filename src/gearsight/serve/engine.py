@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, TypeVar
@@ -82,7 +84,7 @@ class Engine:
         self.pool.shutdown(wait=False)
         self.heavy_pool.shutdown(wait=False)
         if self.procs is not None:
-            self.procs.shutdown(wait=False, cancel_futures=True)
+            self.procs.shutdown(wait=False, cancel_futures=True)  # the worker also exits with this process
 
     def _direct(self, prepare: Callable[[], np.ndarray]) -> np.ndarray:
         batch = prepare()
@@ -136,5 +138,17 @@ class Engine:
 
 def _process_pool() -> ProcessPoolExecutor:
     # spawn: forking a process that runs threads is unsafe; niced, so small requests go first.
-    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice,
-                               initargs=(10,))
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                               initargs=(os.getpid(),))
+
+
+def _worker_init(server_pid: int) -> None:
+    os.nice(10)
+    threading.Thread(target=_exit_with, args=(server_pid,), daemon=True).start()
+
+
+def _exit_with(server_pid: int) -> None:
+    """A pool worker blocked on its queue outlives a server killed or stopped mid-shutdown: poll."""
+    while os.getppid() == server_pid:
+        time.sleep(1.0)
+    os._exit(0)

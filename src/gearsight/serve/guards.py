@@ -4,7 +4,12 @@ from __future__ import annotations
 import hmac
 import json
 
-from gearsight.serve.errors import RETRY_AFTER_S, busy, too_large
+from gearsight.serve.errors import RETRY_AFTER_S, RequestError
+
+
+# Refused before its body was read: close the connection, or uvicorn reads (and drops) the rest of
+# a 16 MiB body on the event loop before the next request on it.
+CLOSE = [(b"connection", b"close")]
 
 
 async def send_error(send, status: int, message: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
@@ -59,7 +64,7 @@ class BodyLimitMiddleware:
         if declared is not None and declared.isdigit():
             size = int(declared) if len(declared) < 20 else self.max_bytes + 1
         if size > self.max_bytes:
-            return await send_error(send, 413, f"body of {size:,} bytes is over the {self.max_bytes:,}-byte limit")
+            return await send_error(send, 413, f"body of {size:,} bytes is over the {self.max_bytes:,}-byte limit", CLOSE)
         held = 0  # bytes of the budget this request holds
 
         def reserve(total: int) -> bool:
@@ -73,7 +78,7 @@ class BodyLimitMiddleware:
             return True
 
         if not reserve(size):
-            return await send_error(send, 429, self._busy(), [(b"retry-after", str(RETRY_AFTER_S).encode())])
+            return await send_error(send, 429, self._busy(), [(b"retry-after", str(RETRY_AFTER_S).encode()), *CLOSE])
         received = 0
 
         async def counting_receive():
@@ -82,9 +87,9 @@ class BodyLimitMiddleware:
             received += len(message.get("body", b""))
             # Raised inside the endpoint's body read; the app's RequestError handler answers.
             if received > self.max_bytes:
-                raise too_large(f"body is over the {self.max_bytes:,}-byte limit")
+                raise RequestError(f"body is over the {self.max_bytes:,}-byte limit", 413, {"Connection": "close"})
             if not reserve(received):
-                raise busy(self._busy())
+                raise RequestError(self._busy(), 429, {"Retry-After": str(RETRY_AFTER_S), "Connection": "close"})
             return message
 
         try:
