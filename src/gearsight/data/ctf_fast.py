@@ -94,7 +94,7 @@ def _rows(vals: np.ndarray, first: np.ndarray, dim: int) -> np.ndarray:
     return vals[first[:, None] + np.arange(dim)]
 
 
-def scan_chunk(buf: bytes, n_lines: int, parser: LineParser, first_line: int) -> LineTable | None:
+def scan_chunk(buf: bytes | memoryview, n_lines: int, parser: LineParser, first_line: int) -> LineTable | None:
     """``n_lines`` complete lines (``buf`` ends with '\\n') -> their LineTable, or None (see the module doc)."""
     streams = list(parser.streams.values())
     names = list(parser.streams)

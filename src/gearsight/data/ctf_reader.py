@@ -35,8 +35,9 @@ _LOG_ISSUES = 10  # issues logged one by one before a summary
 _BOM = b"\xef\xbb\xbf"
 
 
-def _chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, int, int, bool]]:
-    """(complete lines ending in '\\n', number of their first line, how many, final line lacked a newline)."""
+def _chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[memoryview, int, int, bool]]:
+    """(complete lines ending in '\\n', number of their first line, how many, final line lacked a newline).
+    A view, not a copy: the compiled scanner reads it in place; the line parser takes bytes() of it."""
     with open(path, "rb") as f:
         data = f.read(chunk_bytes)
         if data.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -49,14 +50,14 @@ def _chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[bytes, int, int, boo
             buf = pending + data if pending else data
             cut = buf.rfind(b"\n") + 1
             if cut:
-                lines = buf[:cut]
+                lines = memoryview(buf)[:cut]
                 count = count_lines(np.frombuffer(lines, np.uint8))
                 yield lines, line_no, count, False
                 line_no += count
             pending = buf[cut:]
             data = f.read(chunk_bytes)
         if pending:
-            yield pending + b"\n", line_no, pending.count(b"\n") + 1, True
+            yield memoryview(pending + b"\n"), line_no, 1, True
 
 
 def infer_streams(path: str | os.PathLike, max_lines: int = 1000,
@@ -104,7 +105,7 @@ def infer_streams(path: str | os.PathLike, max_lines: int = 1000,
 
 def _lines(path: Path) -> Iterator[tuple[bytes, int]]:
     for buf, first, _, _ in _chunks(path, DEFAULT_CHUNK_BYTES):
-        for i, line in enumerate(buf.split(b"\n")[:-1]):
+        for i, line in enumerate(bytes(buf).split(b"\n")[:-1]):
             yield line, first + i
 
 
@@ -207,11 +208,11 @@ class CTFReader:
         line_mode = None
         for buf, first_line, n_lines, no_newline in _chunks(self.path, self.chunk_bytes):
             if line_mode is None:
-                line_mode = self.skip_sequence_ids or self._first_line_mode(buf)
+                line_mode = self.skip_sequence_ids or self._first_line_mode(bytes(buf[:12]))
             if no_newline:
                 self._warn(first_line + n_lines - 1, "the last line has no trailing newline")
             fast = self._parse_fast(buf, first_line, n_lines, line_mode) if self.vectorized else None
-            block = fast if fast is not None else self._parse_lines(buf, first_line, line_mode)
+            block = fast if fast is not None else self._parse_lines(bytes(buf), first_line, line_mode)
             self.chunk_stats["vectorized" if fast is not None else "line_by_line"] += 1
             if len(block):
                 yield block
@@ -252,7 +253,7 @@ class CTFReader:
         raise CTFError(self.path, 1, "a line must start with a sequence id or '|', found "
                                      f"{buf[:12].decode('utf-8', 'replace')!r}")
 
-    def _parse_fast(self, buf: bytes, first_line: int, n_lines: int, line_mode: bool) -> CTFBatch | None:
+    def _parse_fast(self, buf: memoryview, first_line: int, n_lines: int, line_mode: bool) -> CTFBatch | None:
         """The chunk through the compiled scanner, cut into the same sequences as ``_parse_lines``
         would; None (nothing changed) leaves the chunk to the line parser."""
         table = scan_chunk(buf, n_lines, self._parser, first_line)

@@ -74,8 +74,8 @@ def _fast_number(buf, i):
     """A decimal without exponent at i, then a separator, exactly convertible -> (end, value);
     (-1, 0.0) for anything else, which ``_number`` decides."""
     i, c, negative, mantissa, digits, whole, exponent = _decimal(buf, i)
-    if not _SEPARATOR[c] or whole == 0 or digits > 18 or mantissa > _MAX_MANTISSA or exponent < -22:
-        return -1, 0.0
+    if not _SEPARATOR[c] or whole == 0 or (digits > 15 and (digits > 18 or mantissa > _MAX_MANTISSA)):
+        return -1, 0.0  # (with at most 18 digits, the exponent is within -22)
     value = mantissa / _EXACT[-exponent]  # one correctly rounded IEEE division of two exact doubles
     return i, -value if negative else value
 
@@ -193,7 +193,8 @@ def _run(buf, i, sparse, dim, vals, cols, stored):
         i, value = _fast_number(buf, i)
         if i < 0:
             return begin, stored, _SLOW
-        cols[np.uint64(stored)] = column
+        if sparse:
+            cols[np.uint64(stored)] = column
         vals[np.uint64(stored)] = value
         stored += 1
 
