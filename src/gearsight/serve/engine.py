@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, TypeVar
 
 import numpy as np
@@ -71,11 +74,16 @@ class Engine:
         ``fn`` and its arguments must pickle: module-level functions, bytes, Preprocessor."""
         if self.procs is None:
             return fn(*args)
+        spilled: list[str] = []
         try:
-            return self.procs.submit(fn, *args).result()
+            args = tuple(_spill(a, spilled) for a in args)
+            return self.procs.submit(_unspill_call, fn, args).result()
         except BrokenProcessPool:  # the process died (OOM-killed?): a fresh one for the next request
             self.procs = _process_pool()
             raise busy("the worker for large requests was restarted; retry", status=503) from None
+        finally:
+            for path in spilled:
+                os.unlink(path)
 
     async def stop(self) -> None:
         if self.batcher:
@@ -152,3 +160,28 @@ def _exit_with(server_pid: int) -> None:
     while os.getppid() == server_pid:
         time.sleep(1.0)
     os._exit(0)
+
+
+# Big bodies go to the worker through a file (tmpfs where there is one), written with one syscall that
+# releases the GIL once: pickled through the pool's pipe, a 16 MiB body is ~256 64 KiB writes, each
+# taking the GIL back from the event loop (measured: p99 of small requests 10-30x idle, not ~5x).
+SPILL_DIR = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+
+
+@dataclass(frozen=True)
+class _Spilled:
+    path: str
+
+
+def _spill(arg, spilled: list[str]):
+    if not isinstance(arg, bytes) or len(arg) < 1 << 20:
+        return arg
+    fd, path = tempfile.mkstemp(prefix="gearsight-body-", dir=SPILL_DIR)
+    spilled.append(path)
+    with open(fd, "wb") as f:
+        f.write(arg)
+    return _Spilled(path)
+
+
+def _unspill_call(fn, args):
+    return fn(*(Path(a.path).read_bytes() if isinstance(a, _Spilled) else a for a in args))
