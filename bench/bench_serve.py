@@ -111,8 +111,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(cmd: list[str], port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def start_server(cmd: list[str], port: int, env: dict | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -161,10 +161,10 @@ def top1(port: int, request: bytes) -> str:
     return json.loads(conn.getresponse().read())["predictions"][0]["label"]
 
 
-def measure(name: str, cmd: list[str], requests: list[bytes], plan: dict[int, int]) -> dict:
+def measure(name: str, cmd: list[str], requests: list[bytes], plan: dict[int, int], env: dict | None = None) -> dict:
     """Start one server, warm it up, then run each (concurrency, requests) level of ``plan``."""
     port = free_port()
-    proc = start_server(cmd + [str(port)], port)
+    proc = start_server(cmd + [str(port)], port, env)
     try:
         asyncio.run(load(port, requests, 4, 64))  # warm-up: sessions, allocators, thread pools
         rows: dict = {"top1": [top1(port, r) for r in requests[:16]]}
@@ -195,6 +195,8 @@ def main() -> None:
                     help="requests sent at concurrency 1 and 32")
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds, servers interleaved in each; medians reported (the box is shared and noisy)")
+    ap.add_argument("--before-src", type=Path, help="also serve with the gearsight package in this src/ folder "
+                    "(e.g. a `git worktree` of an older commit), interleaved like the others: does a change cost speed?")
     ap.add_argument("--baseline-server", type=Path, help=argparse.SUPPRESS)  # internal: run the baseline
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -221,12 +223,16 @@ def main() -> None:
         "gearsight serve (batching)": serve + ["--port"],
         "gearsight serve --no-batching": serve + ["--no-batching", "--port"],
     }
+    envs = {}
+    if args.before_src:
+        servers[f"gearsight serve, {args.before_src}"] = serve + ["--port"]
+        envs[f"gearsight serve, {args.before_src}"] = {**os.environ, "PYTHONPATH": str(args.before_src.resolve())}
     rounds: dict[str, list] = {name: [] for name in servers}
     names = list(servers)
     for i in range(args.rounds):
         print(f"round {i + 1}/{args.rounds}")
         for name in names[i % len(names):] + names[: i % len(names)]:  # rotate who goes first
-            rounds[name].append(measure(name, servers[name], requests, plan))
+            rounds[name].append(measure(name, servers[name], requests, plan, envs.get(name)))
     runs = {name: median_rows(r) for name, r in rounds.items()}
     labels = [r[0]["top1"] for r in rounds.values()]
     agree = sum(len(set(per_image)) == 1 for per_image in zip(*labels))

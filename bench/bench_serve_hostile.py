@@ -10,7 +10,10 @@ every status it and the attackers got (goal: no 5xx), and the server's RSS, its 
 included, sampled every 20 ms (goal: < 1.5 GB). Then, in the same run, bench/bench_serve.py's
 throughput goal: >= 3x the FastAPI + eager torch baseline at concurrency 32, p50 <= 5 ms at 1.
 
-    python bench/bench_serve_hostile.py [--seconds 30] [--rounds 3]
+    python bench/bench_serve_hostile.py [--seconds 30] [--rounds 3] [--before-src DIR]
+
+--before-src: the throughput part also serves from an older tree's src/ (git worktree add DIR/.. REV),
+interleaved, so "hardening must not cost the speed" is one comparison on the same busy machine.
 
 Bounded: the attack lasts --seconds, every request has a timeout, all traffic is on 127.0.0.1.
 """
@@ -211,6 +214,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="attack rounds and bench_serve rounds; medians reported")
     ap.add_argument("--idle-requests", type=int, default=400)
     ap.add_argument("--skip-throughput", action="store_true", help="only the hostile part")
+    ap.add_argument("--before-src", type=Path, help="passed to bench_serve.py: the same servers from this src/ too")
     ap.add_argument("--only", default="", help="attacks whose names contain one of these comma-separated words")
     args = ap.parse_args()
 
@@ -247,7 +251,8 @@ def main() -> None:
           f"{all(r['alive'] for r in rounds)}", flush=True)
     if not args.skip_throughput:
         print("\nthroughput goal (bench/bench_serve.py's comparison, same run):", flush=True)
-        sys.argv = [sys.argv[0], "--rounds", str(args.rounds)]
+        sys.argv = [sys.argv[0], "--rounds", str(args.rounds)] + (
+            ["--before-src", str(args.before_src)] if args.before_src else [])
         bench_serve.main()
 
 
