@@ -52,6 +52,7 @@ def test_coco_notebook_compares_whole_images_with_object_crops(tmp_path):
     require_dataset("coco128")
     text = outputs_text(execute("coco.ipynb", tmp_path))
     assert "(a) whole images:" in text and "(b) object crops:" in text
+    assert "photos in more than one split: 0" in text  # crops split by photo, no leak into test
     assert text.count("always guessing the largest class") == 2
 
 
