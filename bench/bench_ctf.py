@@ -213,13 +213,20 @@ def options(path: Path, repeats: int) -> None:
     report(path.stat().st_size / 1e6, seconds)
 
 
+def cpu_model() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--options", action="store_true", help="also time numpy's and pyarrow's parsers")
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, "
           f"Python {sys.version.split()[0]}, numpy {np.__version__}, load average {os.getloadavg()[0]:.1f}")
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.samples, 32, 32, 3), dtype=np.uint8)
