@@ -5,10 +5,10 @@ selection) and report accuracy on the 443-image test split. The CNN is trained w
 different seeds, once per precision in --amp (fp32 and bf16 autocast; bf16 is emulated, slowly,
 on CPUs without AVX512-BF16/AMX, which changes its time, not its accuracy); medians are quoted.
 
-    .venv/bin/python bench/bench_gear.py [--seeds 3] [--size 96] [--amp off,bf16] [--jobs 2 --threads 1]
+    .venv/bin/python bench/bench_gear.py [--seeds 3] [--size 64] [--amp off,bf16] [--jobs 2 --threads 1]
 
-The CNN is GearNet with config.py's defaults on photos packed at --size px (96: the from-scratch
-recipe; 64 was make demo's until 2026-11-30), translate scaled with the size (4 px at 64).
+The CNN is GearNet with config.py's defaults on photos packed at --size px (64: the from-scratch
+recipe; 96 measured no better, docs/BENCHMARKS.md), translate scaled with the size (4 px at 64).
 --jobs runs that many trainings side by side (each with --threads): on a shared 2-core machine two
 1-thread runs finish sooner than two 2-thread runs in a row, and the accuracy does not depend on it.
 """
@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     ap.add_argument("--amp", default="off,bf16", help="precisions to train in, comma-separated (off = fp32)")
-    ap.add_argument("--size", type=int, default=96, help="pack size in px (default 96, the from-scratch recipe)")
+    ap.add_argument("--size", type=int, default=64, help="pack size in px (default 64, the from-scratch recipe)")
     ap.add_argument("--jobs", type=int, default=1, help="trainings run side by side")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per training (0 = all cores)")
     args = ap.parse_args()
