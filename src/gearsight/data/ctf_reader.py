@@ -189,20 +189,25 @@ class CTFReader:
         """Batches of ``batch_size`` sequences in file order (the last one smaller unless drop_last)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        pending: list[CTFBatch] = []
-        count = 0
+        carry: list[CTFBatch] = []  # the start of a batch that goes on in the next block
+        held = 0
         for block in self.blocks():
-            pending.append(block)
-            count += len(block)
-            if count < batch_size:
-                continue
-            joined, start = CTFBatch.concat(pending), 0
-            while count - start >= batch_size:
-                yield joined.slice(start, start + batch_size)
+            start = 0
+            if held:
+                start = min(batch_size - held, len(block))
+                carry.append(block.slice(0, start))
+                held += start
+                if held < batch_size:
+                    continue
+                yield CTFBatch.concat(carry)  # only batches that span blocks are copied
+                carry, held = [], 0
+            while len(block) - start >= batch_size:
+                yield block.slice(start, start + batch_size)
                 start += batch_size
-            pending, count = ([joined.slice(start, count)] if start < count else []), count - start
-        if pending and not drop_last:
-            yield CTFBatch.concat(pending)
+            if start < len(block):
+                carry, held = [block.slice(start, len(block))], len(block) - start
+        if carry and not drop_last:
+            yield CTFBatch.concat(carry)
 
     def read_all(self) -> CTFBatch:
         """Every sequence of the file in one batch."""
