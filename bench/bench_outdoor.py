@@ -27,8 +27,8 @@ from gearsight.train import cpu_has_fast_bf16, resolve_amp
 RECIPES = {
     "gearnet": (64, None, {}),                                   # today's from-scratch recipe, no augmentation of backgrounds
     "gearnet-bg": (64, "configs/gear-scratch.yaml", {}),         # from scratch + background augmentation
-    "lite0": (128, "configs/gear-lite0.yaml", {"background_p": 0.0}),  # ImageNet EfficientNet-Lite0, catalog only
-    "lite0-bg": (128, "configs/gear-lite0.yaml", {}),            # ... + background augmentation (make demo)
+    "lite0": (144, "configs/gear-lite0.yaml", {"background_p": 0.0}),  # ImageNet EfficientNet-Lite0, catalog only
+    "lite0-bg": (144, "configs/gear-lite0.yaml", {}),            # ... + background augmentation (make demo)
 }
 
 

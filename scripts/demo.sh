@@ -8,7 +8,7 @@ WORK=${GEARSIGHT_WORK:-work}
 export GEARSIGHT_WORK="$WORK"
 RECIPE=${GEARSIGHT_DEMO:-lite0}
 case "$RECIPE" in
-  lite0)   SIZE=128; CONFIG=configs/gear-lite0.yaml ;;    # EfficientNet-Lite0 from ImageNet + background augmentation
+  lite0)   SIZE=144; CONFIG=configs/gear-lite0.yaml ;;    # EfficientNet-Lite0 from ImageNet + background augmentation
   scratch) SIZE=64;  CONFIG=configs/gear-scratch.yaml ;;  # GearNet from scratch + background augmentation
   *) echo "GEARSIGHT_DEMO must be lite0 or scratch, not '$RECIPE'" >&2; exit 2 ;;
 esac
