@@ -113,7 +113,7 @@ def scan_chunk(buf: bytes | memoryview, n_lines: int, parser: LineParser, first_
     """``n_lines`` complete lines (``buf`` ends with '\\n') -> their LineTable, or None (see the module doc)."""
     streams = list(parser.streams.values())
     names = list(parser.streams)
-    a = np.frombuffer(buf, np.uint8)
+    a = as_readonly(buf)
     cap = len(buf) // 2 + 1  # a value takes at least one byte and one separator
     seq = scratch.get("seq", n_lines, np.int64)
     start = scratch.get("start", n_lines * len(streams), np.int64).reshape(n_lines, len(streams))
@@ -141,3 +141,11 @@ def _stream_table(names: list[bytes], streams: list[BoundStream]) -> tuple[np.nd
     return (np.frombuffer(b"".join(names), np.uint8), ends,
             np.array([s.spec.format == "sparse" for s in streams], np.bool_),
             np.array([s.spec.dim for s in streams], np.int64))
+
+
+def as_readonly(buf: bytes | memoryview) -> np.ndarray:
+    """The bytes as a read-only uint8 array, whatever holds them: numba compiles (~10 s) a variant
+    per array type, and chunks come from a bytearray, the last one from bytes."""
+    a = np.frombuffer(buf, np.uint8)
+    a.flags.writeable = False
+    return a

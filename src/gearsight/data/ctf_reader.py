@@ -22,7 +22,7 @@ from typing import Iterator, Literal, Mapping
 import numpy as np
 
 from .ctf_batch import CTFBatch, from_sequences
-from .ctf_fast import LineTable, Scratch, scan_chunk
+from .ctf_fast import LineTable, Scratch, as_readonly, scan_chunk
 from .ctf_grammar import (BoundStream, CTFError, CTFIssue, LineError, LineParser, Sequence, StreamSpec,
                           parse_dense, parse_sparse, split_samples)
 from .ctf_scan import count_lines
@@ -54,7 +54,7 @@ def _chunks(path: Path, chunk_bytes: int) -> Iterator[tuple[memoryview, int, int
             cut = buf.rfind(b"\n", begin, end) + 1
             if cut:
                 lines = memoryview(buf)[begin:cut]
-                count = count_lines(np.frombuffer(lines, np.uint8))
+                count = count_lines(as_readonly(lines))
                 yield lines, line_no, count, False
                 line_no += count
             tail = bytes(buf[max(cut, begin):end])  # a line that goes on in the next read
