@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV     := $(BIN)/uv
 
-.PHONY: install lock demo test bench system-deps clean tf tf-lock
+.PHONY: install lock demo test bench system-deps clean tf tf-lock notebooks
 
 install: $(STAMP)
 
@@ -56,6 +56,11 @@ bench: install
 	@$(BIN)/python -c 'import ast, pathlib, re; \
 	  docs = {p: ast.get_docstring(ast.parse(p.read_text())) or "(no docstring)" for p in sorted(pathlib.Path("bench").glob("*.py"))}; \
 	  [print(f"{p}: {d.splitlines()[0]}", *[f"    {c.strip()}" for c in d.splitlines() if re.match(r"\s+(nice .*)?(\.venv/bin/)?python ", c)], "", sep="\n") for p, d in docs.items()]'
+
+# Every notebook executed in place, outputs kept (what GitHub shows); each one's first cell prints the
+# machine and date. Tens of minutes on 2 cores: gear trains make demo's model unless work/ has it.
+notebooks: install
+	$(BIN)/jupyter execute --inplace --timeout=-1 --kernel_name=python3 notebooks/*.ipynb
 
 # TensorFlow in a venv of its own (.venv-tf, git-ignored), pinned by requirements-tf.lock: the torch
 # lock above is never touched. tests/test_tensorflow.py runs the example there when .venv-tf exists.
