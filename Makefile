@@ -58,7 +58,8 @@ bench: install
 	  [print(f"{p}: {d.splitlines()[0]}", *[f"    {c.strip()}" for c in d.splitlines() if re.match(r"\s+(nice .*)?(\.venv/bin/)?python ", c)], "", sep="\n") for p, d in docs.items()]'
 
 # Every notebook executed in place, outputs kept (what GitHub shows); each one's first cell prints the
-# machine and date. Tens of minutes on 2 cores: gear trains make demo's model unless work/ has it.
+# machine and date. Tens of minutes on 2 cores: gear trains make demo's model unless work/ has it;
+# detection shows bench/bench_bccd.py's model when work/bench_bccd has it, else a one-minute toy run.
 notebooks: install
 	$(BIN)/jupyter execute --inplace --timeout=-1 --kernel_name=python3 notebooks/*.ipynb
 
