@@ -72,7 +72,7 @@ class TrainConfig:
     freeze_epochs: int = 0  # epochs at the start in which only the head trains (backbone frozen); timm: models
     bn_freeze: str = "off"  # backbone BatchNorm: "off" (trains, batch stats), "freeze-epochs" (eval mode = the
     # pretrained running stats while the backbone is frozen), "always" (eval mode all run); timm: models
-    freeze_stages: int = 0  # stem + first N stages never train (fixed features, ~1.8x faster steps at N=2 on
+    freeze_stages: int = 0  # stem + first N stages never train (fixed features, ~1.6x faster steps at N=2 on
     # EfficientNet-Lite0); timm EfficientNet/MobileNet models
     drop_rate: float = 0.0  # dropout before the classifier (timm's drop_rate); timm: models
     drop_path_rate: float = 0.0  # stochastic depth (timm's drop_path_rate); timm: models

@@ -44,8 +44,8 @@ class TimmClassifier(nn.Module):
       and shift still train whenever the backbone does.
     - ``freeze_stages``: the stem and the first N stages (``blocks[:N]``) never train (weights fixed, their
       BatchNorm in eval mode): a fixed feature extractor for edges and colours. It also skips their
-      backward pass: at 128 px on EfficientNet-Lite0, N=2 makes a training step ~1.8x faster, N=3
-      ~2.9x (the early stages hold the large feature maps; measured with 1 thread, batch 32).
+      backward pass: at 128 px on EfficientNet-Lite0, N=2 makes a training step 1.6x faster, N=3
+      1.9x (the early stages hold the large feature maps; bench/bench_freeze.py, docs/BENCHMARKS.md).
     """
 
     def __init__(self, name: str, num_classes: int, pretrained: bool = False, **timm_kwargs):
