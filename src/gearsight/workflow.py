@@ -40,6 +40,10 @@ def is_cifar_source(source: str | Path) -> bool:
             or (source / "cifar-10-batches-py").is_dir() or (source / "trainLabels.csv").is_file())
 
 
+def epochs_text(cfg: TrainConfig) -> str:
+    return f"epochs to fit {cfg.minutes:g} min (measured next)" if cfg.minutes else f"{cfg.epochs} epochs"
+
+
 def train_packed(data: str | Path, out: str | Path, cfg: TrainConfig | None = None, resume: bool = False,
                  progress: bool = True, **overrides) -> dict:
     """Train on a packed dataset's train split, select on val. Returns the fit summary.
@@ -146,7 +150,7 @@ def train_mapfile(train_map: str | Path, val_map: str | Path, out: str | Path, t
     val_b = MapFileBatches(val_ds, 256, **common)
     size = int(next(val_ds.minibatches(1))[0].shape[-1])  # one image, not a batch: the size after transforms
     print(f"train {len(train_b.labels)} / val {len(val_b.labels)} map-file images, {len(classes)} classes, "
-          f"{size}px after transforms; {cfg.epochs} epochs of {len(train_b)} steps")
+          f"{size}px after transforms; {epochs_text(cfg)} of {len(train_b)} steps")
     summary = fit(train_b, val_b, classes, out, cfg, size=size, resize="stretch", fill=0, resume=resume,
                   progress=progress, data_info={"train": str(train_map), "val": str(val_map)})
     for ds in (train_ds, val_ds):  # never a silent drop: every skipped image, once, with its line
@@ -178,7 +182,7 @@ def train_arrays(train: tuple, val: tuple, classes: list[str], out: str | Path, 
     size = train[0].shape[1]
     if int(os.environ.get("RANK", "0")) == 0:  # once, not per torchrun process
         print(f"train {len(train_b.labels)} / val {len(val_b.labels)} images, {len(classes)} classes, "
-              f"{size}px; {cfg.epochs} epochs of {len(train_b)} steps")
+              f"{size}px; {epochs_text(cfg)} of {len(train_b)} steps")
     return fit(train_b, val_b, classes, out, cfg, size=size, resize=resize, fill=fill, resume=resume,
                progress=progress, data_info=data_info)
 
