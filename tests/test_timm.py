@@ -301,19 +301,26 @@ def test_head_lr_scale_splits_the_groups_and_leaves_the_default_alone():
     assert sorted(len(g["params"]) for g in groups if g["lr"] == 0.1) == [1, 1]  # head weight, head bias
 
 
-def test_frozen_epochs_train_only_the_head_and_keep_the_bn_statistics():
+def _finetune_setup(cfg: TrainConfig):
+    """A seeded 2-class model for ``cfg``, 16 random 32-px images in batches of 8, optimizer, scheduler."""
     from gearsight.data.loader import Batches
-    from gearsight.train import make_scheduler, train_one_epoch
+    from gearsight.train import make_scheduler
 
-    cfg = TrainConfig(arch=ARCH, freeze_epochs=1, bn_freeze="freeze-epochs", amp="off", batch_size=8, lr=0.05,
-                      epochs=2, flip=False, translate=0)
     torch.manual_seed(0)
     model = build_model(cfg, num_classes=2, device=torch.device("cpu"))
     rng = np.random.default_rng(0)
     batches = Batches.from_arrays(rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8), np.arange(16) % 2,
                                   batch_size=8, shuffle=True, mean=cfg.mean, std=cfg.std, seed=0)
     optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, cfg.epochs * len(batches))
+    return model, batches, optimizer, make_scheduler(optimizer, cfg, cfg.epochs * len(batches))
+
+
+def test_frozen_epochs_train_only_the_head_and_keep_the_bn_statistics():
+    from gearsight.train import train_one_epoch
+
+    cfg = TrainConfig(arch=ARCH, freeze_epochs=1, bn_freeze="freeze-epochs", amp="off", batch_size=8, lr=0.05,
+                      epochs=2, flip=False, translate=0)
+    model, batches, optimizer, scheduler = _finetune_setup(cfg)
 
     def snapshot():
         return {k: v.clone() for k, v in model.net.state_dict().items()}
@@ -331,18 +338,11 @@ def test_frozen_epochs_train_only_the_head_and_keep_the_bn_statistics():
 
 
 def test_frozen_stages_never_train_and_the_rest_does():
-    from gearsight.data.loader import Batches
-    from gearsight.train import make_scheduler, train_one_epoch
+    from gearsight.train import train_one_epoch
 
     cfg = TrainConfig(arch=ARCH, freeze_stages=2, freeze_epochs=1, amp="off", batch_size=8, lr=0.05, epochs=2,
                       flip=False, translate=0)
-    torch.manual_seed(0)
-    model = build_model(cfg, num_classes=2, device=torch.device("cpu"))
-    rng = np.random.default_rng(0)
-    batches = Batches.from_arrays(rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8), np.arange(16) % 2,
-                                  batch_size=8, shuffle=True, mean=cfg.mean, std=cfg.std, seed=0)
-    optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, cfg.epochs * len(batches))
+    model, batches, optimizer, scheduler = _finetune_setup(cfg)
     before = {k: v.clone() for k, v in model.net.state_dict().items()}
     for epoch in range(2):  # the head-only epoch must not unfreeze the fixed stages when it ends
         train_one_epoch(model, batches, optimizer, scheduler, epoch, cfg, torch.device("cpu"), progress=False)
