@@ -46,7 +46,7 @@ system-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah podman debootstrap >/dev/null) || \
 	  echo "warning: buildah not installed; the container test will be skipped"; }
 
-test: install system-deps
+test: install system-deps tf
 	$(BIN)/python -m pytest -q
 
 # An index, not a run: each script reproduces a docs/BENCHMARKS.md claim in minutes to an hour on
@@ -60,11 +60,13 @@ bench: install
 # Every notebook executed in place, outputs kept (what GitHub shows); each one's first cell prints the
 # machine and date. Tens of minutes on 2 cores: gear trains make demo's model unless work/ has it;
 # detection shows bench/bench_bccd.py's model when work/bench_bccd has it, else a one-minute toy run.
-notebooks: install
+notebooks: install tf
 	$(BIN)/jupyter execute --inplace --timeout=-1 --kernel_name=python3 notebooks/*.ipynb
 
-# TensorFlow in a venv of its own (.venv-tf, git-ignored), pinned by requirements-tf.lock: the torch
-# lock above is never touched. tests/test_tensorflow.py runs the example there when .venv-tf exists.
+# TensorFlow in a venv of its own (.venv-tf, git-ignored), pinned by requirements-tf.lock (tensorflow-cpu,
+# tf2onnx, scikit-learn): the torch lock above is never touched. `make test` builds it, so
+# tests/test_tensorflow.py trains the tutorial CNN there and serves its ONNX export; without
+# .venv-tf (pytest run by hand) those tests skip and say so.
 TF_VENV := .venv-tf
 tf: $(TF_VENV)/.installed
 

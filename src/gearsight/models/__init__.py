@@ -38,3 +38,4 @@ def create_model(name: str, num_classes: int, **config) -> nn.Module:
 
 
 from gearsight.models import airnet, gearnet  # noqa: E402,F401  (registers their models)
+from gearsight.models import tf_cifar10  # noqa: E402,F401  (TensorFlow's CIFAR-10 tutorial CNN, --arch tf_cifar10)
