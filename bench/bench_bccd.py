@@ -49,6 +49,19 @@ RECIPE = [
 ]
 
 
+def recipe_without(options: tuple[str, ...], flags: tuple[str, ...] = ()) -> list[str]:
+    """RECIPE less the given options (each with its value) and flags, for scripts that vary the rest."""
+    kept, skip = [], False
+    for arg in RECIPE:
+        if skip:
+            skip = False
+        elif arg in options:
+            skip = True
+        elif arg not in flags:
+            kept.append(arg)
+    return kept
+
+
 def run(cmd: list[str]) -> str:
     """Run a gearsight command, echo its output live, return it."""
     print("$ " + " ".join(cmd), flush=True)

@@ -83,3 +83,29 @@ def test_coco128_crops_split_by_photo(tmp_path):
     per_photo = splits_per_photo(rows)
     assert all(len(s) == 1 for s in per_photo.values())
     assert {s for splits in per_photo.values() for s in splits} == {"train", "val", "test"}
+
+
+def test_coco_obstacles_measures_labels_sizes_and_overlaps(tmp_path):
+    from gearsight.detect.classify import coco_obstacles
+
+    (tmp_path / "images").mkdir()
+    images = []
+    for i in (1, 2, 3):
+        Image.fromarray(np.full((80, 96, 3), 120, np.uint8)).save(tmp_path / "images" / f"{i}.jpg")
+        images.append({"id": i, "file_name": f"{i}.jpg", "width": 96, "height": 80})
+    boxes = [(1, 1, [0, 0, 20, 20], 0), (1, 1, [10, 0, 20, 20], 0), (1, 3, [50, 50, 10, 8], 0),  # photo 1
+             (2, 3, [0, 0, 50, 50], 1),  # photo 2: one crowd box, so no labelled object
+             (3, 3, [5, 5, 40, 40], 0)]  # photo 3: one dog
+    annotations = [{"id": k, "image_id": i, "category_id": c, "bbox": b, "area": b[2] * b[3], "iscrowd": crowd}
+                   for k, (i, c, b, crowd) in enumerate(boxes, 1)]
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": [{"id": 1, "name": "cat"}, {"id": 3, "name": "dog"}]}))
+    why = coco_obstacles(path, tmp_path / "images", min_side=16, cover=0.25)
+    assert why["photos"] == 2
+    assert why["categories"].tolist() == [2, 1] and why["objects"].tolist() == [3, 1]
+    np.testing.assert_allclose(why["dominant_share"], [2 / 3, 1])  # cats cover 800 px², the dog 80
+    np.testing.assert_allclose(why["side"], [20, 20, np.sqrt(80), 40])
+    np.testing.assert_allclose(why["covered"], [0.5, 0.5, 0, 0])  # the two cats share half their area
+    assert why["cropped"].tolist() == [True, True, False, True]  # the 10x8 dog is under 16 px
+    assert why["crops_per_class"] == {"cat": 2, "dog": 1} and why["dominant_per_class"] == {"cat": 1, "dog": 1}

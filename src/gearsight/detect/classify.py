@@ -108,3 +108,52 @@ def _write_crops(rec, boxes, labels, classes, crop_dir: Path, min_side: int, rec
             im.crop((x1, y1, x2, y2)).save(out, quality=95)
             records.append((out, classes[label], rec.image))
     return skipped
+
+
+def coco_obstacles(coco_json: str | Path, images_dir: str | Path | None = None, min_side: int = 16,
+                   cover: float = 0.25) -> dict:
+    """Why COCO goes badly as classification, measured on the json (crowd boxes left out, as above).
+
+    Per labelled photo: ``categories`` (distinct categories), ``objects`` (boxes) and ``dominant_share``
+    (share of its boxes the dominant-area label names: what (a) keeps). Per box: ``side`` (sqrt of
+    the box area, px), ``min_side`` (shorter box side, px), ``cropped`` (the box becomes a crop: its
+    rounded shorter side is ``min_side`` or more, the rule of mode="crops") and ``covered`` (the largest share of its area another box of the photo covers: a crop with
+    ``covered >= cover`` shows a good part of another object). ``crops_per_class`` counts the boxes
+    that become crops, ``dominant_per_class`` the photos each label dominates; both sorted, largest first.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AnnotationWarning)
+        data = read_coco(coco_json, images_dir)
+    categories, objects, shares, sides, short, covered, cropped = [], [], [], [], [], [], []
+    crops = np.zeros(len(data.classes), np.int64)
+    dominant = np.zeros(len(data.classes), np.int64)
+    for rec in data.records:
+        boxes, labels = rec.boxes[~rec.iscrowd], rec.labels[~rec.iscrowd]
+        if len(labels) == 0:
+            continue
+        wh = boxes[:, 2:] - boxes[:, :2]
+        area = wh.prod(1)
+        top = int(np.bincount(labels, weights=area).argmax())
+        categories.append(len(set(labels.tolist())))
+        objects.append(len(labels))
+        shares.append(float(np.mean(labels == top)))
+        dominant[top] += 1
+        # intersection of every pair of boxes, over the first box's area
+        lo, hi = np.maximum(boxes[:, None, :2], boxes[None, :, :2]), np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+        inter = np.clip(hi - lo, 0, None).prod(2)
+        np.fill_diagonal(inter, 0)
+        covered.extend((inter.max(1) / np.maximum(area, 1e-9)).tolist())
+        sides.extend(np.sqrt(area).tolist())
+        short.extend(wh.min(1).tolist())
+        # the crop rule of _write_crops: rounded corners, shorter side >= min_side
+        r = np.round(boxes)
+        is_crop = (r[:, 2:] - r[:, :2]).min(1) >= min_side
+        cropped.extend(is_crop.tolist())
+        np.add.at(crops, labels[is_crop], 1)
+    order = lambda counts: dict(sorted(((data.classes[i], int(c)) for i, c in enumerate(counts) if c),  # noqa: E731
+                                       key=lambda kv: (-kv[1], kv[0])))
+    return {"photos": len(objects), "categories": np.asarray(categories), "objects": np.asarray(objects),
+            "dominant_share": np.asarray(shares), "side": np.asarray(sides), "min_side": np.asarray(short),
+            "covered": np.asarray(covered),
+            "cropped": np.asarray(cropped, bool), "cover": cover, "min_crop_side": min_side,
+            "crops_per_class": order(crops), "dominant_per_class": order(dominant)}
