@@ -1,6 +1,7 @@
 """Shared fixtures. Tests that need ../shared/data skip with the reason when it is absent."""
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -53,3 +54,18 @@ def run_cli(*args: str, cwd: Path | None = None, check: bool = True, timeout: fl
         raise AssertionError(f"gearsight {' '.join(map(str, args))} exited {proc.returncode}\n"
                              f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
     return proc
+
+
+def write_gear_subset(gear_dir: Path, out: Path, classes: tuple[str, ...], quota: dict[str, int]) -> Path:
+    """A CSV (path,label,split) of the first ``quota[split]`` photos per class and split of THE split.csv."""
+    taken: dict[tuple[str, str], int] = {}
+    rows = []
+    with open(gear_dir / "split.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            key = (row["label"], row["split"])
+            if row["label"] in classes and taken.get(key, 0) < quota[row["split"]]:
+                taken[key] = taken.get(key, 0) + 1
+                rows.append([str(gear_dir / row["path"]), row["label"], row["split"]])
+    with open(out, "w", newline="") as f:
+        csv.writer(f).writerows([["path", "label", "split"], *rows])
+    return out

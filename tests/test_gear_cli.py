@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import gearsight
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, write_gear_subset
 
 CLASSES = ("axes", "boots", "tents")
 
@@ -24,18 +24,7 @@ CLASSES = ("axes", "boots", "tents")
 def subset_csv(gear_dir, tmp_path_factory) -> Path:
     """Up to 40 train / 8 val / 8 test photos of three classes, taken from THE split.csv."""
     out = tmp_path_factory.mktemp("gear_subset") / "subset.csv"
-    quota = {"train": 40, "val": 8, "test": 8}
-    taken: dict[tuple[str, str], int] = {}
-    rows = []
-    with open(gear_dir / "split.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            key = (row["label"], row["split"])
-            if row["label"] in CLASSES and taken.get(key, 0) < quota[row["split"]]:
-                taken[key] = taken.get(key, 0) + 1
-                rows.append([str(gear_dir / row["path"]), row["label"], row["split"]])
-    with open(out, "w", newline="") as f:
-        csv.writer(f).writerows([["path", "label", "split"], *rows])
-    return out
+    return write_gear_subset(gear_dir, out, CLASSES, {"train": 40, "val": 8, "test": 8})
 
 
 @pytest.fixture(scope="module")

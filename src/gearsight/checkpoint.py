@@ -106,3 +106,24 @@ def load_model(path: str | os.PathLike):
     model = create_model(spec.arch, num_classes=len(spec.classes), **spec.arch_config)
     model.load_state_dict(load_file(str(path)))
     return model.eval(), spec
+
+
+def save_ensemble(member_paths: list[str | os.PathLike], path: str | os.PathLike, extra: dict | None = None) -> ModelSpec:
+    """Combine model files of one architecture, classes and preprocessing into one ensemble model file
+    (models/ensemble.py). Returns the ensemble's spec."""
+    from gearsight.models.ensemble import Ensemble
+
+    loaded = [load_model(p) for p in member_paths]
+    first = loaded[0][1]
+    for (_, spec), p in zip(loaded[1:], member_paths[1:]):
+        same = (spec.arch, spec.arch_config, spec.classes, spec.input_size, spec.resize, spec.pad_fill,
+                spec.mean, spec.std) == (first.arch, first.arch_config, first.classes, first.input_size,
+                                         first.resize, first.pad_fill, first.mean, first.std)
+        if not same:
+            raise ValueError(f"{p}: architecture, classes or preprocessing differ from {member_paths[0]}")
+    spec = ModelSpec(arch="ensemble", arch_config={"member_arch": first.arch, "member_config": first.arch_config,
+                                                   "n_members": len(loaded)},
+                     classes=first.classes, input_size=first.input_size, resize=first.resize,
+                     pad_fill=first.pad_fill, mean=first.mean, std=first.std, extra=extra or {})
+    save_model(path, Ensemble([model for model, _ in loaded]), spec)
+    return spec

@@ -58,6 +58,9 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:N"; see gearsight/devices.py
     threads: int = 0  # torch intra-op threads; 0 = all cores
     seed: int = 0
+    ensemble: int = 1  # train this many seeds (seed, seed+1, ...) and average their probabilities in one
+    # model file (models/ensemble.py): the from-scratch gear net's test accuracy moves 1.4 points with
+    # the seed alone; the average of 3 cancels most seed-specific errors (docs/BENCHMARKS.md). N x the time
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # 0..1 pixel scale
     std: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
     mlflow: bool = False

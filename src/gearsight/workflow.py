@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -141,6 +142,8 @@ def train_mapfile(train_map: str | Path, val_map: str | Path, out: str | Path, t
     from gearsight.train import fit
 
     cfg = training_config(cfg, overrides)
+    if cfg.ensemble > 1:
+        raise ValueError("ensemble: train from packed data or CTF files (`gearsight pack` the map file first)")
     train_ds = MapFileDataset(train_map, transforms, seed=cfg.seed)
     val_ds = MapFileDataset(val_map, val_transforms if val_transforms is not None else transforms, seed=cfg.seed)
     n_classes = int(max(train_ds.labels.max(), val_ds.labels.max())) + 1
@@ -169,6 +172,10 @@ def train_arrays(train: tuple, val: tuple, classes: list[str], out: str | Path, 
     from gearsight.train import fit
 
     cfg = training_config(cfg, overrides)
+    if cfg.ensemble > 1:
+        member = lambda member_cfg, member_out: train_arrays(  # noqa: E731
+            train, val, classes, member_out, member_cfg, resume, progress, resize, fill, data_info, paste)
+        return train_ensemble(member, cfg, out, val)
     common = dict(mean=cfg.mean, std=cfg.std, seed=cfg.seed)
     train_b = Batches.from_arrays(*train, batch_size=cfg.batch_size, shuffle=True, augment=True,
                                   flip=cfg.flip, alternate_flip=cfg.alternate_flip, translate=cfg.translate, fill=fill,
@@ -185,6 +192,40 @@ def train_arrays(train: tuple, val: tuple, classes: list[str], out: str | Path, 
               f"{size}px; {epochs_text(cfg)} of {len(train_b)} steps")
     return fit(train_b, val_b, classes, out, cfg, size=size, resize=resize, fill=fill, resume=resume,
                progress=progress, data_info=data_info)
+
+
+def train_ensemble(train_member, cfg: TrainConfig, out: str | Path, val: tuple) -> dict:
+    """Train ``cfg.ensemble`` members (seeds seed, seed+1, ...) in RUN/member-I, one after another,
+    then write their average as RUN/model.safetensors (models/ensemble.py). ``minutes`` is shared out.
+
+    ``train_member(member_cfg, member_dir)`` trains one model and returns fit's summary."""
+    from dataclasses import asdict, replace
+
+    from gearsight.checkpoint import save_ensemble
+    from gearsight.predict import Classifier
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("ensemble: run it as one process (members are trained one after another); "
+                         "torchrun data parallelism is per model")
+    out = Path(out)
+    members = []
+    for i in range(cfg.ensemble):
+        member_cfg = replace(cfg, seed=cfg.seed + i, ensemble=1, minutes=cfg.minutes / cfg.ensemble)
+        print(f"ensemble member {i + 1} of {cfg.ensemble} (seed {member_cfg.seed}) -> {out / f'member-{i}'}",
+              flush=True)
+        members.append(train_member(member_cfg, out / f"member-{i}"))
+    model_path = out / "model.safetensors"
+    extra = {"config": asdict(cfg), "members": [{"seed": cfg.seed + i, "best_epoch": m["best_epoch"],
+                                                  "val_acc": m["best_val_acc"]} for i, m in enumerate(members)]}
+    save_ensemble([m["model"] for m in members], model_path, extra)
+    cfg.dump(out / "config.yaml")
+    val_acc = math.nan
+    if len(val[1]):
+        probs = Classifier.load(model_path, device=cfg.device).predict_packed(val[0], tta=cfg.tta)
+        val_acc = float((probs.argmax(1) == val[1]).mean())
+    return {"best_epoch": max(m["best_epoch"] for m in members), "best_val_acc": val_acc,
+            "train_seconds": sum(m["train_seconds"] for m in members), "model": str(model_path),
+            "world_size": 1, "members": members}
 
 
 def evaluate_packed(model: str | Path, data: str | Path, split: str = "test", out: str | Path | None = None,

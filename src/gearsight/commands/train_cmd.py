@@ -58,6 +58,8 @@ def register(subparsers) -> None:
     a.add_argument("--backgrounds", metavar="POOL.npy", help="scene pool for --background-p (default: COCO128's augment half)")
     r = p.add_argument_group("runtime")
     r.add_argument("--seed", type=int, help="model init, batch order and augmentation seed (default 0)")
+    r.add_argument("--ensemble", type=int, metavar="N", help="train N seeds (seed, seed+1, ...) and average their "
+                   "probabilities in one model file (default 1; N x the training time)")
     r.add_argument("--amp", choices=["auto", "bf16", "off"], help="bf16 autocast; auto = bf16 on GPUs, fp32 on CPUs (measured, see train.resolve_amp); $GEARSIGHT_AMP overrides auto")
     add_device_option(r, default=None)  # None: the --config file's device, else TrainConfig's "auto"
     r.add_argument("--threads", type=int, help="torch threads (default: all cores)")
@@ -67,7 +69,7 @@ def register(subparsers) -> None:
 
 
 OPTION_NAMES = ["arch", "widths", "stem", "norm", "epochs", "minutes", "batch_size", "lr", "ema", "weight_decay", "label_smoothing", "patience", "keep",
-                "translate", "flip", "background_p", "backgrounds", "seed", "amp", "device", "threads", "mlflow"]
+                "translate", "flip", "background_p", "backgrounds", "seed", "ensemble", "amp", "device", "threads", "mlflow"]
 OPTION_NAMES += ["pretrained", "head_lr_scale", "freeze_epochs", "freeze_stages", "bn_freeze"]  # pretrained backbones / fine-tuning
 
 
@@ -103,6 +105,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         summary = train_packed(args.data, args.out, cfg, resume=args.resume, progress=not args.quiet)
     if summary["world_size"] > 1 and int(__import__("os").environ.get("RANK", "0")) != 0:
+        return 0
+    for i, member in enumerate(summary.get("members", [])):
+        print(f"member {i}: best val accuracy {member['best_val_acc']:.4f} at epoch {member['best_epoch']}")
+    if "members" in summary:
+        print(f"ensemble of {len(summary['members'])}: val accuracy {summary['best_val_acc']:.4f}; trained in "
+              f"{summary['train_seconds']:.1f} s; model: {summary['model']}")
         return 0
     print(f"best val accuracy {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}; "
           f"trained in {summary['train_seconds']:.1f} s; model: {summary['model']}")

@@ -37,5 +37,5 @@ def create_model(name: str, num_classes: int, **config) -> nn.Module:
     return _REGISTRY[name](num_classes=num_classes, **config)
 
 
-from gearsight.models import airnet, gearnet  # noqa: E402,F401  (registers their models)
+from gearsight.models import airnet, ensemble, gearnet  # noqa: E402,F401  (registers their models)
 from gearsight.models import tf_cifar10  # noqa: E402,F401  (TensorFlow's CIFAR-10 tutorial CNN, --arch tf_cifar10)
