@@ -58,3 +58,23 @@ def test_fit_with_minutes_ends_inside_the_budget_and_resume_keeps_its_epochs(tmp
     again = fit(train, val, ["dark", "bright"], tmp_path, start_cfg, size=32, progress=False, resume=True)
     assert "time budget" not in capsys.readouterr().out
     assert start_cfg.epochs == chosen and again["train_seconds"] < 1.0
+
+
+def test_a_model_that_freezes_parameters_later_is_timed_in_both_regimes():
+    """AirNet's whitening bias stops training after whiten_bias_epochs: the later steps skip the
+    first conv's backward pass, and the plan counts them at their own measured speed."""
+    cfg = TrainConfig(arch="airnet", widths=[8, 16, 16], batch_size=16, amp="off", threads=1, minutes=0.5)
+    train, val = _batches(*_data(64, 0), cfg, True), _batches(*_data(32, 1), cfg, False)
+    torch.manual_seed(0)
+    model = build_model(cfg, 2, torch.device("cpu"))
+    trains = [p.requires_grad for p in model.parameters()]
+    plan = plan_epochs(model, train, val, cfg, torch.device("cpu"))
+    assert plan.late_from == model.whiten_bias_epochs and plan.late_step_s > 0
+    assert [p.requires_grad for p in model.parameters()] == trains  # frozen on the probe copy only
+    spent, epochs = 0.0, 0
+    while spent + plan.epoch_seconds(epochs, len(train)) <= cfg.minutes * 60 * MARGIN - plan.probe_s:
+        spent += plan.epoch_seconds(epochs, len(train))
+        epochs += 1
+    assert plan.epochs == max(epochs, 1)
+    assert plan.epoch_seconds(0, len(train)) == plan.step_s * len(train) + plan.eval_s
+    assert plan.epoch_seconds(plan.late_from, len(train)) == plan.late_step_s * len(train) + plan.eval_s
