@@ -5,8 +5,7 @@ Layers, as in ``inference()`` (TF's NHWC; here NCHW):
   conv 5x5, 64, ReLU -> max-pool 3x3 stride 2 (SAME) -> LRN
   conv 5x5, 64, ReLU -> LRN -> max-pool 3x3 stride 2 (SAME)
   dense 384, ReLU -> dense 192, ReLU -> linear num_classes (logits)
-LRN is ``tf.nn.lrn(x, depth_radius=4, bias=1.0, alpha=0.001 / 9.0, beta=0.75)``: PyTorch's
-``LocalResponseNorm`` divides alpha by the window (9 channels), so it gets alpha 0.001. TF's SAME max-pool
+LRN is ``tf.nn.lrn(x, depth_radius=4, bias=1.0, alpha=0.001 / 9.0, beta=0.75)`` (class LRN). TF's SAME max-pool
 pads at the bottom/right only, which is ``ceil_mode=True`` here. Initialisation is the tutorial's
 (truncated normal, std 5e-2 / 0.04 / 1/192; biases 0, 0.1, 0.1, 0.1, 0).
 
@@ -48,11 +47,10 @@ def per_image_standardization(x: torch.Tensor) -> torch.Tensor:
 def random_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     """A random ``size`` x ``size`` window of each image (tf.random_crop, per image)."""
     n, _, h, w = x.shape
-    top = torch.randint(0, h - size + 1, (n, 1, 1), device=x.device)
-    left = torch.randint(0, w - size + 1, (n, 1, 1), device=x.device)
-    rows = top + torch.arange(size, device=x.device).view(1, size, 1)
-    cols = left + torch.arange(size, device=x.device).view(1, 1, size)
-    return x.permute(0, 2, 3, 1)[torch.arange(n, device=x.device).view(n, 1, 1), rows, cols].permute(0, 3, 1, 2)
+    top = torch.randint(0, h - size + 1, (n,), device=x.device)
+    left = torch.randint(0, w - size + 1, (n,), device=x.device)
+    windows = x.unfold(2, size, 1).unfold(3, size, 1)  # N, C, h', w', size, size: a view
+    return windows[torch.arange(n, device=x.device), :, top, left]  # copies only the chosen windows
 
 
 def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -71,13 +69,55 @@ def jitter(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) * factor + mean
 
 
+class _LRNFunction(torch.autograd.Function):
+    """y = x * d^-beta, d = bias + alpha * band(x^2), with the backward written out (as TF's LRNGrad):
+    dx = g * d^-beta - 2 alpha beta x * band(g * y / d), the band matrix being symmetric.
+    Autograd of the same expression runs twice as many full-size elementwise ops."""
+
+    @staticmethod
+    def forward(ctx, x, band, bias: float, alpha: float, beta: float):
+        d = F.conv2d(x * x, band * alpha).add_(bias)
+        p = d.pow(-beta)
+        y = x * p
+        ctx.save_for_backward(x, band, d, p, y)
+        ctx.beta, ctx.alpha = beta, alpha
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, band, d, p, y = ctx.saved_tensors
+        t = F.conv2d(g * y / d, band)
+        return g * p - (2 * ctx.alpha * ctx.beta) * x * t, None, None, None, None
+
+
+class LRN(nn.Module):
+    """tf.nn.lrn(x, depth_radius, bias, alpha, beta): x / (bias + alpha * sum of x^2 over 2r+1 channels)^beta.
+
+    The channel-window sum is a 1x1 convolution with a fixed band matrix (one small matmul; torch's
+    LocalResponseNorm pads and runs avg_pool3d); same values.
+    """
+
+    def __init__(self, channels: int, depth_radius: int = 4, bias: float = 1.0, alpha: float = 0.001 / 9.0,
+                 beta: float = 0.75):
+        super().__init__()
+        idx = torch.arange(channels)
+        band = ((idx[:, None] - idx[None, :]).abs() <= depth_radius).float()
+        self.register_buffer("band", band.view(channels, channels, 1, 1), persistent=False)  # not in the model file
+        self.bias, self.alpha, self.beta = bias, alpha, beta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing():
+            return _LRNFunction.apply(x, self.band, self.bias, self.alpha, self.beta)
+        return x * (self.bias + self.alpha * F.conv2d(x * x, self.band)).pow(-self.beta)
+
+
 class TFCifar10Net(nn.Module):
     def __init__(self, num_classes: int = 10):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 5, padding=2)
         self.conv2 = nn.Conv2d(64, 64, 5, padding=2)
         self.pool = nn.MaxPool2d(3, 2, ceil_mode=True)  # = TF's SAME padding for 24 -> 12 -> 6
-        self.norm = nn.LocalResponseNorm(9, alpha=0.001, beta=0.75, k=1.0)  # tf.nn.lrn(4, 1.0, 0.001/9, 0.75)
+        self.norm = LRN(64)  # tf.nn.lrn(x, 4, bias=1.0, alpha=0.001 / 9.0, beta=0.75)
         side = math.ceil(math.ceil(CROP / 2) / 2)
         self.local3 = nn.Linear(64 * side * side, 384)
         self.local4 = nn.Linear(384, 192)
