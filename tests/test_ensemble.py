@@ -103,3 +103,8 @@ def test_ensemble_refuses_map_files_with_a_clear_error(tmp_path):
                    tmp_path / "run", "--ensemble", "2", check=False)
     assert proc.returncode != 0
     assert "ensemble: train from packed data or CTF files" in proc.stderr
+
+
+def test_an_ensemble_of_zero_members_is_refused_before_any_data_is_read(tmp_path):
+    proc = run_cli("train", tmp_path / "missing", "--out", tmp_path / "run", "--ensemble", "0", check=False)
+    assert proc.returncode != 0 and "ensemble: the number of members must be >= 1, not 0" in proc.stderr

@@ -52,8 +52,8 @@ def train_packed(data: str | Path, out: str | Path, cfg: TrainConfig | None = No
     Training options (``cfg`` or keyword overrides, e.g. ``device="cpu"``) are TrainConfig's."""
     from gearsight.data.pack import PackedDataset
 
-    ds = PackedDataset(data)
     cfg = training_config(cfg, overrides)
+    ds = PackedDataset(data)
     paste = background_inputs(ds, cfg) if cfg.background_p > 0 else {}
     return train_arrays(ds.subset("train"), ds.subset("val"), ds.classes, out, cfg, resume, progress,
                         resize=ds.meta["resize"], fill=ds.meta["fill"],
@@ -64,6 +64,8 @@ def training_config(cfg: TrainConfig | None, overrides: dict) -> TrainConfig:
     """``cfg`` (or the defaults) with ``overrides``; a pretrained run gets its weights' mean/std here,
     before any batches are built (they normalise with cfg.mean/std)."""
     cfg = (cfg or TrainConfig()).update(**overrides)
+    if cfg.ensemble < 1:
+        raise ValueError(f"ensemble: the number of members must be >= 1, not {cfg.ensemble}")
     if cfg.pretrained:
         from gearsight.models.pretrained import apply_pretrained_normalization
 
