@@ -31,24 +31,29 @@ else
   COCO=""; OVERRIDES=(--background-p 0)
 fi
 
+stage() { echo "   ($(( SECONDS - stage_start )) s)"; stage_start=$SECONDS; }  # each stage's wall time
+stage_start=$SECONDS
 echo "== pack (decode once, $SIZE px, pad to square)"
 "$BIN/gearsight" pack "$GEAR/split.csv" "$WORK/gear$SIZE" --size "$SIZE" --resize pad --quiet
+stage
 if [ -n "$COCO" ]; then
   echo "== outdoor benchmark (test photos cut out and pasted on scenes never trained on)"
   "$BIN/gearsight" outdoor "$GEAR/split.csv" "$WORK/outdoor" --pack "$WORK/outdoor$SIZE" --size "$SIZE"
+  stage
 fi
 
 echo "== train ($CONFIG)"
-start=$(date +%s)
 "$BIN/gearsight" train "$WORK/gear$SIZE" --out "$WORK/runs/gear" --config "$CONFIG" "${OVERRIDES[@]}" --quiet
-echo "train wall time: $(( $(date +%s) - start )) s"
+stage
 
 echo "== evaluate on the test split (catalog photos)"
 "$BIN/gearsight" evaluate "$WORK/runs/gear/model.safetensors" "$WORK/gear$SIZE" --split test --out "$WORK/runs/gear/eval-test"
+stage
 if [ -n "$COCO" ]; then
   echo "== evaluate on the outdoor benchmark (the same test photos on real scenes)"
   "$BIN/gearsight" evaluate "$WORK/runs/gear/model.safetensors" "$WORK/outdoor$SIZE" --split test \
     --out "$WORK/runs/gear/eval-outdoor"
+  stage
   "$BIN/python" - "$WORK/runs/gear" <<'PY'
 import json, sys
 run = sys.argv[1]
