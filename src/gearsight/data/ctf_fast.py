@@ -124,8 +124,8 @@ def scan_chunk(buf: bytes | memoryview, n_lines: int, parser: LineParser, first_
                        np.float32 if parser.dtype == np.float32 else np.float64)
     cols = scratch.get("cols", cap, np.int64)
     hard_at, hard_buf = scratch.get("hard_at", cap, np.int64), scratch.get("hard_buf", len(buf) + 1, np.uint8)
-    code, _, (_, n_hard, hard_bytes) = scan(a, _stream_table(names, streams), parser.unknown_streams == "ignore",
-                                            seq, (start, count), (vals, cols, hard_at, hard_buf))
+    code, _, _, n_hard, hard_bytes = scan(a, *_stream_table(names, streams), parser.unknown_streams == "ignore",
+                                          seq, start, count, vals, cols, hard_at, hard_buf)
     if code != OK:
         return None
     if n_hard:  # the numbers outside the exact fast path: strtod, as the line parser converts them

@@ -20,7 +20,6 @@ import numpy as np
 from numba import njit
 
 OK, BAD_LINE, BAD_NAME, UNKNOWN, DUPLICATE, BAD_VALUE, BAD_COUNT, NO_SAMPLES = range(8)
-_SLOW = 8
 _EXACT = np.array([10.0 ** k for k in range(23)])  # 1e0..1e22: each exact in a double
 _MAX_MANTISSA = 2 ** 53  # every integer up to this is an exact double
 _SPACE, _TAB, _LF, _CR, _BAR, _HASH, _COLON, _DOT = 32, 9, 10, 13, 124, 35, 58, 46
@@ -170,101 +169,6 @@ def _lookup(buf, begin, end, names, name_ends):
     return -1
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _run(buf, i, sparse, dim, vals, cols, stored):
-    """A sample's values from i while they are in ``_fast_number``'s form -> (end, stored, stop).
-    stop: OK at the sample's end ('|' or '\\n'), SLOW at a value (i at its start) for ``_values``.
-
-    Measured: with the general parser's call inside this loop it ran 2-3x slower, so that call is
-    made outside it, once per value that needs it."""
-    while True:
-        c = _at(buf, i)
-        while c == _SPACE or c == _TAB:
-            i += 1
-            c = _at(buf, i)
-        if c == _BAR or c == _LF or (c == _CR and _at(buf, i + 1) == _LF):
-            return i + (c == _CR), stored, OK
-        begin = i
-        column = 0
-        if sparse:
-            i, column = _index(buf, i, dim)
-            if i < 0:
-                return begin, stored, _SLOW
-        i, value = _fast_number(buf, i)
-        if i < 0:
-            return begin, stored, _SLOW
-        if sparse:
-            cols[np.uint64(stored)] = column
-        vals[np.uint64(stored)] = value
-        stored += 1
-
-
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _values(buf, i, sparse, dim, out, state):
-    """One sample's values from i to the next '|' or end of line -> (end, values read, code, state).
-
-    out: (vals, cols, hard_at, hard_buf); state: (values stored, hard numbers, bytes in hard_buf)."""
-    vals, cols, hard_at, hard_buf = out
-    stored, hard, hard_bytes = state
-    first = stored
-    while True:
-        i, stored, stop = _run(buf, i, sparse, dim, vals, cols, stored)
-        if stop == OK:
-            return i, stored - first, OK, (stored, hard, hard_bytes)
-        if sparse:  # the index again: _run stopped at the start of the pair
-            i, cols[stored] = _index(buf, i, dim)
-            if i < 0:
-                return 0, 0, BAD_VALUE, state
-        begin = i
-        i, vals[stored], exact = _number(buf, i)
-        if i < 0:
-            return 0, 0, BAD_VALUE, state
-        if not exact:  # strtod's job: keep the text and where its value goes
-            hard_at[hard] = stored
-            hard_buf[hard_bytes:hard_bytes + i - begin] = buf[begin:i]
-            hard_buf[hard_bytes + i - begin] = _SPACE
-            hard += 1
-            hard_bytes += i - begin + 1
-        stored += 1
-
-
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _line(buf, i, line, streams, ignore_unknown, tables, out, state):
-    """One line from i (after its sequence id) -> (index after its '\\n', code, state)."""
-    names, name_ends, sparse, dims = streams
-    start, count = tables
-    while _at(buf, i) == _SPACE or _at(buf, i) == _TAB:
-        i += 1
-    found = 0
-    while _at(buf, i) == _BAR:
-        i += 1
-        if _at(buf, i) == _HASH:
-            i = _skip(buf, i)
-            continue
-        end = _name_end(buf, i)
-        if end <= i:
-            return i, BAD_NAME, state  # empty, or a control character in it
-        s = _lookup(buf, i, end, names, name_ends)
-        if s < 0:
-            if not ignore_unknown:
-                return i, UNKNOWN, state
-            i = _skip(buf, end)
-            continue
-        if start[line, s] >= 0:
-            return i, DUPLICATE, state
-        start[line, s] = state[0]
-        i, read, code, state = _values(buf, end, sparse[s], dims[s], out, state)
-        if code != OK:
-            return i, code, state
-        if not sparse[s] and read != dims[s]:
-            return i, BAD_COUNT, state  # more: an error; fewer: zero-padded with a warning (line parser)
-        count[line, s] = read
-        found += 1
-    if _at(buf, i) != _LF:
-        return i, BAD_LINE, state  # no '|' after the id, or a stray CR
-    return i + 1, OK if found else NO_SAMPLES, state
-
-
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _sequence_id(buf, i):
     """The digits at a line's start -> (end, id or -1 for none, ok); not ok past 18 significant digits
@@ -281,27 +185,94 @@ def _sequence_id(buf, i):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def scan(buf, streams, ignore_unknown, seq, tables, out):
+def scan(buf, names, name_ends, sparse, dims, ignore_unknown, seq, start, count, vals, cols, hard_at, hard_buf):
     """Every line of buf (complete lines, ending in '\\n') into the tables.
 
-    streams: (names concatenated, their end offsets from 0, sparse flags, dims), as uint8/int64 arrays.
-    seq[line]: its sequence id or -1; tables: (start, count), (lines, streams) int64, start pre-set to
-    -1: where each sample's values begin in vals and how many. out: (vals float64, cols int64 (the
-    sparse indices beside their values), hard_at, hard_buf (where the numbers left to strtod go, and
-    their text, space-separated)).
-    Returns (code, line, (values, hard numbers, hard_buf bytes)); code != OK: declined at that line.
+    Streams: names concatenated (uint8) and their end offsets from 0, sparse flags, dims.
+    seq[line]: its sequence id or -1; start, count: (lines, streams) int64, start pre-set to -1: where
+    each sample's values begin in vals and how many. vals (float64 or float32), cols (int64: the sparse
+    indices beside their values); hard_at, hard_buf: where the numbers left to strtod go, and their
+    text, space-separated.
+    Returns (code, line, values, hard numbers, hard_buf bytes); code != OK: declined at that line.
+
+    One function, its loops written out: the previous version called a helper once per sample with the
+    value arrays, and numba's atomic reference counting on each such call made ATIS-like files (three
+    short samples a line) scan at 90 MB/s (docs/BENCHMARKS.md, "CTF reader").
     """
-    state = (0, 0, 0)
+    stored, hard, hard_bytes = 0, 0, 0
     i, line = 0, 0
     while i < buf.size:
         i, seq[line], ok = _sequence_id(buf, i)
         if not ok:
-            return BAD_LINE, line, state
-        i, code, state = _line(buf, i, line, streams, ignore_unknown, tables, out, state)
-        if code != OK:
-            return code, line, state
+            return BAD_LINE, line, stored, hard, hard_bytes
+        c = _at(buf, i)
+        while c == _SPACE or c == _TAB:
+            i += 1
+            c = _at(buf, i)
+        found = 0
+        while c == _BAR:
+            i += 1
+            if _at(buf, i) == _HASH:
+                i = _skip(buf, i)
+                c = _at(buf, i)
+                continue
+            end = _name_end(buf, i)
+            if end <= i:
+                return BAD_NAME, line, stored, hard, hard_bytes  # empty, or a control character in it
+            s = _lookup(buf, i, end, names, name_ends)
+            if s < 0:
+                if not ignore_unknown:
+                    return UNKNOWN, line, stored, hard, hard_bytes
+                i = _skip(buf, end)
+                c = _at(buf, i)
+                continue
+            if start[line, s] >= 0:
+                return DUPLICATE, line, stored, hard, hard_bytes
+            start[line, s] = stored
+            is_sparse, dim = sparse[s], dims[s]
+            first = stored
+            i = end
+            while True:  # the sample's values, up to the next '|' or end of line
+                c = _at(buf, i)
+                while c == _SPACE or c == _TAB:
+                    i += 1
+                    c = _at(buf, i)
+                if c == _BAR or c == _LF:
+                    break
+                if c == _CR and _at(buf, i + 1) == _LF:
+                    i += 1
+                    c = _LF
+                    break
+                if is_sparse:
+                    i, cols[np.uint64(stored)] = _index(buf, i, dim)
+                    if i < 0:
+                        return BAD_VALUE, line, stored, hard, hard_bytes
+                j, value = _fast_number(buf, i)
+                if j < 0:
+                    j, value, exact = _number(buf, i)
+                    if j < 0:
+                        return BAD_VALUE, line, stored, hard, hard_bytes
+                    if not exact:  # strtod's job: keep the text and where its value goes
+                        hard_at[hard] = stored
+                        hard_buf[hard_bytes:hard_bytes + j - i] = buf[i:j]
+                        hard_buf[hard_bytes + j - i] = _SPACE
+                        hard += 1
+                        hard_bytes += j - i + 1
+                vals[np.uint64(stored)] = value
+                stored += 1
+                i = j
+            read = stored - first
+            if not is_sparse and read != dim:
+                return BAD_COUNT, line, stored, hard, hard_bytes  # more: an error; fewer: padded with a warning
+            count[line, s] = read
+            found += 1
+        if c != _LF:
+            return BAD_LINE, line, stored, hard, hard_bytes  # no '|' after the id, or a stray CR
+        if not found:
+            return NO_SAMPLES, line, stored, hard, hard_bytes
+        i += 1
         line += 1
-    return OK, line, state
+    return OK, line, stored, hard, hard_bytes
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
