@@ -9,7 +9,7 @@ One table, one machine, one packed copy of the shared CIFAR-10 tar (50,000 train
    to the TensorFlow run's training time, evaluated with its own TTA.
 
     make tf
-    .venv/bin/python bench/bench_tf_cifar10.py --epochs 5 --out work/bench_tf_cifar10
+    .venv/bin/python bench/bench_tf_cifar10.py --epochs 4 --train-limit 10000 --out work/bench_tf_cifar10
 
 Prints the machine, the load average before and after each run, the commands and the table.
 """
@@ -60,11 +60,35 @@ def epoch_seconds(run_dir: Path) -> float:
         return sum(float(row["epoch_time"]) for row in csv.DictReader(f))
 
 
+def subset_pack(packed: Path, out: Path, n_train: int, seed: int = 0) -> Path:
+    """A pack holding a seeded sample of ``n_train`` train images and every test image of ``packed``
+    (the same files, rows and meta.json fields, fewer items): all three runs train on the same sample."""
+    import numpy as np
+
+    if (out / "meta.json").is_file():
+        return out
+    meta = json.loads((packed / "meta.json").read_text())
+    splits = np.load(packed / "splits.npy")
+    train = np.flatnonzero(splits == meta["splits"].index("train"))
+    keep = np.sort(np.concatenate([np.random.default_rng(seed).choice(train, n_train, replace=False),
+                                   np.flatnonzero(splits == meta["splits"].index("test"))]))
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "images.npy", np.load(packed / "images.npy", mmap_mode="r")[keep])
+    np.save(out / "labels.npy", np.load(packed / "labels.npy")[keep])
+    np.save(out / "splits.npy", splits[keep])
+    meta["items"] = [meta["items"][i] for i in keep]
+    meta["counts"] = {**meta["counts"], "packed": len(keep), "packed_train": n_train}
+    meta["subset_of"] = str(packed)
+    (out / "meta.json").write_text(json.dumps(meta, sort_keys=True))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tar", default=str(REPO.parent / "shared" / "data" / "cifar10" / "cifar10_jpg.tar"))
     ap.add_argument("--packed", type=Path, help="an existing pack of the tar (--split 1,0,0); default: pack into --out")
-    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--train-limit", type=int, help="train on a seeded sample of N of the 50,000 (all three runs)")
     ap.add_argument("--out", type=Path, default=REPO / "work" / "bench_tf_cifar10")
     ap.add_argument("--skip-airnet", action="store_true")
     args = ap.parse_args()
@@ -79,6 +103,9 @@ def main() -> None:
     packed = args.packed or out / "packed"
     if not (packed / "meta.json").is_file():
         run([*gs, "pack", args.tar, packed, "--split", "1,0,0"], out / "pack.log")
+    if args.train_limit:
+        packed = subset_pack(packed, out / f"packed-train{args.train_limit}", args.train_limit)
+    n_train = json.loads((packed / "meta.json").read_text())["counts"]["packed_train"]
 
     rows = []
     # 1. TensorFlow
@@ -121,7 +148,7 @@ def main() -> None:
         rows.append((f"gearsight AirNet (cifar10-10min.yaml, --minutes {minutes:.2f}, TTA)", epochs, train_s,
                      report["accuracy"], time.perf_counter() - t0, before, load()))
 
-    print(f"\nCIFAR-10 test accuracy (10,000 test images); {cpu_name()}, {os.cpu_count()} cores; "
+    print(f"\nCIFAR-10 test accuracy (10,000 test images) after training on {n_train:,} images; {cpu_name()}, {os.cpu_count()} cores; "
           f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n")
     print("| model | epochs | training s (epochs only) | test acc | wall s (start-up, train, evaluate) | load before | load after |")
     print("|---|---:|---:|---:|---:|---|---|")
