@@ -6,6 +6,11 @@ different seeds, once per precision in --amp (fp32 and bf16 autocast; bf16 is em
 on CPUs without AVX512-BF16/AMX, which changes its time, not its accuracy); medians are quoted.
 
     .venv/bin/python bench/bench_gear.py [--seeds 3] [--size 64] [--amp off,bf16] [--jobs 2 --threads 1]
+                                         [--ensemble 3]
+
+--ensemble N: each "seed" is an ensemble of N members (seeds N*s .. N*s+N-1, disjoint between
+ensembles) in one model file (models/ensemble.py); every member is also tested on its own, so the
+same run gives the single-model figures for 3N seeds side by side.
 
 The CNN is GearNet with config.py's defaults on photos packed at --size px (64: the from-scratch
 recipe; 96 measured no better, docs/BENCHMARKS.md), translate scaled with the size (4 px at 64).
@@ -47,10 +52,13 @@ def svm_baseline(packed32: str) -> tuple[float, float]:
     return acc, time.perf_counter() - start
 
 
-def train_and_test(packed: str, run: str, overrides: dict) -> tuple[float, float]:
+def train_and_test(packed: str, run: str, overrides: dict) -> tuple[float, float, list[float]]:
+    """Test accuracy and training seconds of the model, and the test accuracy of each ensemble member."""
     summary = workflow.train_packed(packed, run, progress=False, **overrides)
     report = workflow.evaluate_packed(f"{run}/model.safetensors", packed, "test", f"{run}/eval")
-    return report["accuracy"], summary["train_seconds"]
+    members = [workflow.evaluate_packed(m["model"], packed, "test", f"{m['model']}.eval")["accuracy"]
+               for m in summary.get("members", [])]
+    return report["accuracy"], summary["train_seconds"], members
 
 
 def main() -> None:
@@ -61,6 +69,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64, help="pack size in px (default 64, the from-scratch recipe)")
     ap.add_argument("--jobs", type=int, default=1, help="trainings run side by side")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per training (0 = all cores)")
+    ap.add_argument("--ensemble", type=int, default=1, help="members per model (seed ensemble; default 1)")
     args = ap.parse_args()
     translate = round(4 * args.size / 64)
     gear = resolve_dataset("gear")
@@ -79,22 +88,30 @@ def main() -> None:
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {}
             for amp, seed in jobs:
-                overrides = {"seed": seed, "amp": amp, "translate": translate, "threads": args.threads}
+                overrides = {"seed": seed * args.ensemble, "amp": amp, "translate": translate,
+                             "threads": args.threads, "ensemble": args.ensemble}
                 overrides |= {"epochs": args.epochs} if args.epochs else {}
                 futures[amp, seed] = pool.submit(train_and_test, packed, f"{tmp}/run-{amp}-{seed}", overrides)
             cnn: dict[str, list[tuple[float, float]]] = {}
+            singles: dict[str, list[float]] = {}
             for (amp, seed), future in futures.items():
-                acc, seconds = future.result()
+                acc, seconds, members = future.result()
                 cnn.setdefault(amp, []).append((acc, seconds))
-                print(f"{amp} seed {seed}: test accuracy {acc:.2%}, training {seconds:.0f} s", flush=True)
+                singles.setdefault(amp, []).extend(members)
+                print(f"{amp} seed {seed}: test accuracy {acc:.2%}, training {seconds:.0f} s"
+                      + (f"; members alone {', '.join(f'{a:.2%}' for a in members)}" if members else ""), flush=True)
     print()
     print(f"{'model':44s} {'test acc (median)':>17s} {'train s (median)':>16s}  all seeds")
     print(f"{'SVM (RBF, C=10) on 32-px thumbnails':44s} {svm_acc:17.2%} {svm_s:16.1f}")
     for amp, runs in cnn.items():
         accs = [a for a, _ in runs]
         name = f"GearNet CNN, {args.size} px, {'fp32' if amp == 'off' else amp}"
+        name += f", ensemble of {args.ensemble}" if args.ensemble > 1 else ""
         print(f"{name:44s} {statistics.median(accs):17.2%} {statistics.median(s for _, s in runs):16.1f}  "
               f"{', '.join(f'{a:.2%}' for a in accs)}")
+    for amp, accs in singles.items():
+        name = f"  its {len(accs)} members alone, {'fp32' if amp == 'off' else amp}"
+        print(f"{name:44s} {statistics.median(accs):17.2%} {'':16s}  {', '.join(f'{a:.2%}' for a in accs)}")
     print(f"errors on 443 test images: SVM {round((1 - svm_acc) * 443)}; CNN median "
           + ", ".join(f"{amp} {round((1 - statistics.median(a for a, _ in runs)) * 443)}" for amp, runs in cnn.items()))
 
