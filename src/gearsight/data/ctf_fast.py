@@ -15,22 +15,23 @@ import numpy as np
 
 from .ctf_batch import CTFBatch, SparseBatch
 from .ctf_grammar import BoundStream, LineParser, _strtod
-from .ctf_scan import OK, scan
+from .ctf_scan import OK, gather, scan
 
 
 @dataclass
 class LineTable:
-    """A scanned chunk: for line k and stream s, ``count[k, s]`` values from ``vals[start[k, s]]``
-    (start -1: the line has no sample of s); sparse streams' indices sit beside them in ``cols``."""
+    """A scanned chunk: line k's sample of stream s, if ``start[k, s] >= 0``. Dense: row ``start[k, s]``
+    of ``dense[s]`` (samples in file order); sparse: ``count[k, s]`` values from ``vals[start[k, s]]``,
+    their indices beside them in ``cols``."""
 
     first_line: int
     seq: np.ndarray  # (lines,) sequence id, -1 for none
     start: np.ndarray  # (lines, streams)
     count: np.ndarray
-    vals: np.ndarray  # as the line parser's strtod gives them, in float64 or already rounded to float32
+    dense: list[np.ndarray | None]  # per stream: (rows, dim) in the reader's dtype, fresh; None if sparse
+    vals: np.ndarray  # sparse values as the line parser's strtod gives them, in the reader's dtype
     cols: np.ndarray
     streams: list[BoundStream]
-    dtype: type
 
     def __len__(self) -> int:
         return len(self.seq)
@@ -39,12 +40,15 @@ class LineTable:
         """Line k's samples as the line parser gives them (for ``Sequence.add``)."""
         out: dict[str, object] = {}
         for s, stream in enumerate(self.streams):
-            lo = self.start[k, s]
-            if lo < 0:
+            at = self.start[k, s]
+            if at < 0:
                 continue
-            hi = lo + self.count[k, s]
-            values = self.vals[lo:hi].astype(self.dtype)
-            out[stream.name] = (self.cols[lo:hi].copy(), values) if stream.spec.format == "sparse" else values
+            rows = self.dense[s]
+            if rows is not None:
+                out[stream.name] = rows[at].copy()
+            else:
+                stop = at + self.count[k, s]
+                out[stream.name] = (self.cols[at:stop].copy(), self.vals[at:stop].copy())
         return out
 
     def sequences_hold(self, starts: np.ndarray, stop: int) -> bool:
@@ -63,35 +67,18 @@ class LineTable:
         lo = int(starts[0]) if starts.size else stop
         for s, stream in enumerate(self.streams):
             present = self.start[lo:stop, s] >= 0
-            first = self.start[lo:stop, s][present]
-            counts = self.count[lo:stop, s][present]
             lengths[stream.name] = (np.add.reduceat(present.astype(np.int64), starts - lo) if starts.size
                                     else np.zeros(0, np.int64))
-            if stream.spec.format == "sparse":
-                data[stream.name] = self._sparse(first, counts, stream.spec.dim)
-            else:
-                data[stream.name] = _rows(self.vals, first, stream.spec.dim).astype(self.dtype)
+            rows = self.dense[s]
+            if rows is None:
+                r, c, v, n = gather(self.start, self.count, s, lo, stop, self.vals, self.cols)
+                data[stream.name] = SparseBatch(r, c, v, (n, stream.spec.dim))
+            else:  # the samples in [lo, stop) are consecutive rows
+                first = self.start[lo:stop, s][present]
+                top = int(first[0]) if first.size else 0
+                data[stream.name] = rows[top:top + first.size]
         lines = self.first_line + starts.astype(np.int64)
         return CTFBatch(data, ids.astype(np.int64), lines, lengths)
-
-    def _sparse(self, first: np.ndarray, counts: np.ndarray, dim: int) -> SparseBatch:
-        total = int(counts.sum())
-        rows = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
-        at = np.repeat(first - (np.cumsum(counts) - counts), counts) + np.arange(total)
-        return SparseBatch(rows, self.cols[at], self.vals[at].astype(self.dtype), (counts.size, dim))
-
-
-def _rows(vals: np.ndarray, first: np.ndarray, dim: int) -> np.ndarray:
-    """(samples, dim) values starting at ``first``: a strided view when the samples are evenly spaced
-    (the same streams on every line, as in most files), else a gather."""
-    if first.size == 0:
-        return np.zeros((0, dim))
-    step = int(first[1] - first[0]) if first.size > 1 else dim
-    if step >= dim and (first.size < 3 or (np.diff(first) == step).all()):
-        base = vals[first[0]:]
-        return np.lib.stride_tricks.as_strided(base, (first.size, dim), (step * vals.itemsize, vals.itemsize),
-                                               writeable=False)
-    return vals[first[:, None] + np.arange(dim)]
 
 
 class Scratch:
@@ -113,34 +100,36 @@ def scan_chunk(buf: bytes | memoryview, n_lines: int, parser: LineParser, first_
     """``n_lines`` complete lines (``buf`` ends with '\\n') -> their LineTable, or None (see the module doc)."""
     streams = list(parser.streams.values())
     names = list(parser.streams)
-    a = as_readonly(buf)
     cap = len(buf) // 2 + 1  # a value takes at least one byte and one separator
     seq = scratch.get("seq", n_lines, np.int64)
     start = scratch.get("start", n_lines * len(streams), np.int64).reshape(n_lines, len(streams))
     count = scratch.get("count", n_lines * len(streams), np.int64).reshape(n_lines, len(streams))
     start.fill(-1)
-    # float32 values are stored as such (the same rounding as the line parser's astype): half the bytes
-    vals = scratch.get("vals32" if parser.dtype == np.float32 else "vals", cap,
-                       np.float32 if parser.dtype == np.float32 else np.float64)
-    cols = scratch.get("cols", cap, np.int64)
+    dtype = np.float32 if parser.dtype == np.float32 else np.float64  # float32 stored as such: half the bytes
+    dims = np.array([stream.spec.dim for stream in streams], np.int64)
+    sparse = np.array([stream.spec.format == "sparse" for stream in streams], np.bool_)
+    dense_rows = np.where(sparse, 0, np.minimum(n_lines, cap // np.maximum(dims, 1)))  # all that fit in buf
+    dense_at = np.cumsum(dense_rows * dims) - dense_rows * dims
+    dense = np.empty(int((dense_rows * dims).sum()), dtype)  # fresh: the batches are views of it
+    vals = scratch.get("vals32" if dtype == np.float32 else "vals", cap if sparse.any() else 0, dtype)
+    cols = scratch.get("cols", cap if sparse.any() else 0, np.int64)
     hard_at, hard_buf = scratch.get("hard_at", cap, np.int64), scratch.get("hard_buf", len(buf) + 1, np.uint8)
-    code, _, _, n_hard, hard_bytes = scan(a, *_stream_table(names, streams), parser.unknown_streams == "ignore",
-                                          seq, start, count, vals, cols, hard_at, hard_buf)
+    name_ends = np.cumsum([0] + [len(name) for name in names]).astype(np.int64)
+    code, _, _, n_hard, hard_bytes = scan(as_readonly(buf), np.frombuffer(b"".join(names), np.uint8), name_ends,
+                                          sparse, dims, parser.unknown_streams == "ignore", seq, start, count,
+                                          dense, dense_at, dense_rows, vals, cols, hard_at, hard_buf)
     if code != OK:
         return None
     if n_hard:  # the numbers outside the exact fast path: strtod, as the line parser converts them
         values = _strtod(hard_buf[:hard_bytes].tobytes())
         if values.size != n_hard:
             return None
-        vals[hard_at[:n_hard]] = values
-    return LineTable(first_line, seq, start, count, vals, cols, streams, parser.dtype)
-
-
-def _stream_table(names: list[bytes], streams: list[BoundStream]) -> tuple[np.ndarray, ...]:
-    ends = np.cumsum([0] + [len(name) for name in names]).astype(np.int64)
-    return (np.frombuffer(b"".join(names), np.uint8), ends,
-            np.array([s.spec.format == "sparse" for s in streams], np.bool_),
-            np.array([s.spec.dim for s in streams], np.int64))
+        at = hard_at[:n_hard]
+        vals[at[at >= 0]] = values[at >= 0]
+        dense[-1 - at[at < 0]] = values[at < 0]
+    rows = [None if sparse[s] else dense[dense_at[s]:dense_at[s] + dense_rows[s] * dims[s]].reshape(dense_rows[s], dims[s])
+            for s in range(len(streams))]
+    return LineTable(first_line, seq, start, count, rows, vals, cols, streams)
 
 
 def as_readonly(buf: bytes | memoryview) -> np.ndarray:
