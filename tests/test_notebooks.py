@@ -51,10 +51,14 @@ def test_cifar10_notebook_trains_from_ctf_and_from_a_map_file(tmp_path):
 
 def test_coco_notebook_compares_whole_images_with_object_crops(tmp_path):
     require_dataset("coco128")
-    text = outputs_text(execute("coco.ipynb", tmp_path))
+    nb = execute("coco.ipynb", tmp_path)
+    text = outputs_text(nb)
     assert "(a) whole images:" in text and "(b) object crops:" in text
     assert "photos in more than one split: 0" in text  # crops split by photo, no leak into test
     assert text.count("always guessing the largest class") == 2
+    for line in WHY_LINES:  # "why do you get bad results?": four figures, one plot each
+        assert re.search(line, text), line
+    assert len(why_plots(nb)) == 4
 
 
 def test_detection_notebook_trains_evaluates_and_draws(tmp_path):
@@ -160,3 +164,67 @@ def test_committed_coco_notebook_text_states_what_its_outputs_show():
     assert len(claims) >= 4
     for figure in claims:
         assert figure in text, f"the markdown says {figure}, no stored output does"
+
+
+# The coco notebook's answer to "why do you get bad results?": one line of figures and one plot per reason.
+WHY_LINES = {
+    "multi": r"multi-label: (\d+) of (\d+) photos \(([\d.]+)%\) hold 2 or more categories \(median ([\d.]+), up to "
+             r"(\d+)\); the one label of \(a\) names ([\d.]+)% of the (\d+) objects",
+    "imbalance": r"imbalance: (\w+) is (\d+) of (\d+) crops \(([\d.]+)%\) and the dominant label of (\d+) of (\d+) "
+                 r"photos \(([\d.]+)%\); (\d+) of (\d+) categories have under 10 crops \(median category: ([\d.]+) crops\)",
+    "tiny": r"tiny objects: ([\d.]+)% of the (\d+) boxes are under 32x32 px of area \(COCO's 'small'\), ([\d.]+)% have "
+            r"a side under 16 px \(no crop\); median box (\d+) px, and ([\d.]+)% of the crops are smaller than 64x64 px",
+    "crowded": r"crowded scenes: median ([\d.]+) objects per photo, (\d+) of (\d+) photos \(([\d.]+)%\) hold 10 or "
+               r"more; ([\d.]+)% of the crops have 25% or more of their area under another object's box",
+}.values()
+
+
+def why_plots(nb) -> list:
+    cells = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith(("# 1.", "# 2.", "# 3.", "# 4."))]
+    return [o for c in cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+
+
+def test_committed_coco_notebook_why_figures_are_the_data_s():
+    """Each printed figure recomputed here from coco128's json (raw annotations, not gearsight's reader)."""
+    import json
+
+    import numpy as np
+
+    coco = require_dataset("coco128")
+    nb = nbformat.read(REPO / "notebooks" / "coco.ipynb", as_version=4)
+    text = outputs_text(nb)
+    multi, imbalance, tiny, crowded = (re.search(line, text).groups() for line in WHY_LINES)
+    assert len(why_plots(nb)) == 4
+
+    raw = json.loads((coco / "annotations" / "instances_train2017.json").read_text())
+    names = {c["id"]: c["name"] for c in raw["categories"]}
+    by_photo: dict[int, list] = {}
+    for a in raw["annotations"]:
+        if not a["iscrowd"]:
+            by_photo.setdefault(a["image_id"], []).append(a)
+    n = len(by_photo)
+    cats = [len({a["category_id"] for a in anns}) for anns in by_photo.values()]
+    objects = [len(anns) for anns in by_photo.values()]
+    boxes = [a["bbox"] for anns in by_photo.values() for a in anns]
+    side = np.sqrt([w * h for _, _, w, h in boxes])
+    cropped = [min(round(x + w) - round(x), round(y + h) - round(y)) >= 16 for x, y, w, h in boxes]
+    crops: dict[str, int] = {}
+    for a, ok in zip([a for anns in by_photo.values() for a in anns], cropped):
+        if ok:
+            crops[names[a["category_id"]]] = crops.get(names[a["category_id"]], 0) + 1
+
+    assert (int(multi[0]), int(multi[1]), int(multi[4]), int(multi[6])) == (sum(c >= 2 for c in cats), n, max(cats), len(boxes))
+    assert float(multi[2]) == round(100 * sum(c >= 2 for c in cats) / n, 1)
+    top = max(crops, key=crops.get)
+    assert (imbalance[0], int(imbalance[1]), int(imbalance[2])) == (top, crops[top], sum(crops.values()))
+    assert (int(imbalance[7]), int(imbalance[8])) == (sum(v < 10 for v in crops.values()), len(crops))
+    assert float(tiny[0]) == round(100 * float(np.mean(side < 32)), 1) and int(tiny[1]) == len(boxes)
+    assert float(tiny[2]) == round(100 * (1 - float(np.mean(cropped))), 1) and int(tiny[3]) == round(float(np.median(side)))
+    assert float(crowded[0]) == float(np.median(objects)) and int(crowded[1]) == sum(o >= 10 for o in objects)
+    # the shares that need box geometry: equal to coco_obstacles', which tests/test_coverage_coco_split.py checks by hand
+    from gearsight.detect.classify import coco_obstacles
+
+    why = coco_obstacles(coco / "annotations" / "instances_train2017.json", coco / "train2017")
+    named = (why["dominant_share"] * why["objects"]).sum() / why["objects"].sum()
+    assert float(multi[5]) == round(100 * float(named), 1)
+    assert float(crowded[4]) == round(100 * float((why["covered"][why["cropped"]] >= 0.25).mean()), 1)
