@@ -129,3 +129,16 @@ def test_pack_to_ctf_then_train_from_ctf(subset_csv, tmp_path):
             "--out", tmp_path / "run", "--epochs", "2", "--batch-size", "32", "--quiet")
     clf = gearsight.load(tmp_path / "run" / "model.safetensors")
     assert clf.classes == list(CLASSES) and clf.spec.input_size == 24
+    # The pack padded with white, so inference must too (it used to record stretch/0 and stretch photos).
+    assert (clf.spec.resize, clf.spec.pad_fill) == ("pad", 255)
+    assert json.loads((tmp_path / "gear.pack.json").read_text()) == {
+        "classes": list(CLASSES), "size": 24, "resize": "pad", "fill": 255}
+
+
+def test_train_from_ctf_reads_the_geometry_pack_wrote(subset_csv, tmp_path):
+    """No --image-shape: the size comes from OUT.pack.json; a crop pack is recorded as crop."""
+    run_cli("pack", subset_csv, tmp_path / "g.ctf", "--format", "ctf", "--size", "16", "--resize", "crop", "--quiet")
+    run_cli("train", tmp_path / "g.train.ctf", "--val", tmp_path / "g.val.ctf", "--out", tmp_path / "run",
+            "--epochs", "1", "--batch-size", "32", "--quiet")
+    spec = gearsight.load(tmp_path / "run" / "model.safetensors").spec
+    assert (spec.input_size, spec.resize, spec.classes) == (16, "crop", list(CLASSES))

@@ -113,11 +113,13 @@ def background_inputs(ds, cfg: TrainConfig) -> dict:
 
 def train_ctf(train_file: str | Path, val_file: str | Path, out: str | Path, image_shape=(32, 32, 3),
               classes: list[str] | None = None, cfg: TrainConfig | None = None, resume: bool = False,
-              progress: bool = True, **overrides) -> dict:
+              progress: bool = True, resize: str = "stretch", fill: int = 0, **overrides) -> dict:
     """Train from CNTK Text Format files (``|labels`` one-hot, ``|features`` flattened CHW pixels).
 
     The CTF files are parsed once into uint8 arrays (the vectorised reader does ~80 MB/s), then
-    training runs from memory exactly as for packed data.
+    training runs from memory exactly as for packed data. ``resize``/``fill``: how the pixels were
+    made to size, recorded in the model file so photos are prepared alike at inference (`pack
+    --format ctf` pads with white and says so in OUT.pack.json; CNTK's Scale transform stretches).
     """
     from gearsight.data.ctf import read_ctf_images
 
@@ -125,7 +127,7 @@ def train_ctf(train_file: str | Path, val_file: str | Path, out: str | Path, ima
     val = read_ctf_images(val_file, tuple(image_shape))
     n_classes = int(max(train[1].max(), val[1].max())) + 1
     classes = classes or [str(i) for i in range(n_classes)]
-    return train_arrays(train, val, classes, out, cfg, resume, progress, resize="stretch", fill=0,
+    return train_arrays(train, val, classes, out, cfg, resume, progress, resize=resize, fill=fill,
                         data_info={"train": str(train_file), "val": str(val_file)}, **overrides)
 
 

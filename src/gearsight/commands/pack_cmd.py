@@ -46,7 +46,9 @@ def report_counts(meta: dict) -> None:
 
 
 def _pack_ctf(args, fractions) -> int:
-    """Write OUT.ctf (every sample) plus OUT.<split>.ctf per split and OUT.classes.txt."""
+    """Write OUT.ctf (every sample) plus OUT.<split>.ctf per split, OUT.classes.txt and OUT.pack.json
+    (classes, size, resize, fill)."""
+    import json
     import tempfile
     from pathlib import Path
 
@@ -72,6 +74,10 @@ def _pack_ctf(args, fractions) -> int:
             ctf.write_ctf(path, images[mask], labels[mask], num_classes=n_classes)
             written.append(path)
     out.with_suffix(".classes.txt").write_text("\n".join(meta["classes"]) + "\n")
+    # The geometry travels with the CTF files: a model trained from them must be fed photos
+    # resized the same way (padded with white by default), not stretched (train_cmd reads it).
+    geometry = {k: meta[k] for k in ("size", "resize", "fill")}
+    out.with_suffix(".pack.json").write_text(json.dumps({"classes": meta["classes"], **geometry}, indent=1) + "\n")
     report_counts(meta)
     size = meta["size"]  # CIFAR keeps its 32 px whatever --size says
     print("wrote " + ", ".join(str(p) for p in written) + f" ({size}x{size}x3, CHW order)")

@@ -20,7 +20,8 @@ def register(subparsers) -> None:
                    "'transforms = ({type = \"Scale\"; width = 32; height = 32; channels = 3})' (docs/MAPFILE.md)")
     c.add_argument("--val-transforms", help="map files: transforms for --val (default: --transforms)")
     c.add_argument("--workers", type=int, default=2, help="map files: decode processes (default 2)")
-    c.add_argument("--image-shape", default="32,32,3", help="H,W,C of the flattened |features (default 32,32,3)")
+    c.add_argument("--image-shape", help="H,W,C of the flattened |features (default: DATA's OUT.pack.json "
+                   "from `pack --format ctf`, else 32,32,3)")
     c.add_argument("--classes", help="class names: comma-separated, or a file with one per line "
                    "(default: DATA's OUT.classes.txt from `pack --format ctf`, else 0..N-1)")
     m = p.add_argument_group("model")
@@ -99,9 +100,12 @@ def run(args: argparse.Namespace) -> int:
 
         if not args.val:
             raise ValueError("training from a CTF file needs --val VAL.ctf")
-        shape = tuple(int(v) for v in args.image_shape.split(","))
-        classes = _ctf_classes(args)
-        summary = train_ctf(args.data, args.val, args.out, shape, classes, cfg, args.resume, not args.quiet)
+        packed = _ctf_pack_info(args.data)  # OUT.pack.json of `pack --format ctf`: classes and geometry
+        size = packed.get("size")
+        shape = tuple(int(v) for v in args.image_shape.split(",")) if args.image_shape else (size or 32, size or 32, 3)
+        classes = _ctf_classes(args) or packed.get("classes")
+        summary = train_ctf(args.data, args.val, args.out, shape, classes, cfg, args.resume, not args.quiet,
+                            resize=packed.get("resize", "stretch"), fill=packed.get("fill", 0))
     else:
         summary = train_packed(args.data, args.out, cfg, resume=args.resume, progress=not args.quiet)
     if summary["world_size"] > 1 and int(__import__("os").environ.get("RANK", "0")) != 0:
@@ -123,6 +127,23 @@ def _text_or_file(value: str | None) -> str | None:
     if value and "=" not in value and Path(value).is_file():
         return Path(value).read_text()
     return value
+
+
+def _ctf_pack_info(data: str) -> dict:
+    """``OUT.pack.json`` beside ``OUT.<split>.ctf`` (written by `pack --format ctf`), or {}."""
+    import json
+    from pathlib import Path
+
+    path = Path(data).with_name(Path(data).name.split(".")[0] + ".pack.json")
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: expected an object with classes, size, resize, fill")
+    return info
 
 
 def _ctf_classes(args) -> list[str] | None:
