@@ -231,3 +231,72 @@ def test_train_cli_reads_map_files_with_transforms_and_reports_a_bad_image(tmp_p
 
     spec = read_spec(tmp_path / "run" / "model.safetensors")
     assert spec.classes == ["blue", "red"] and spec.input_size == 16 and spec.extra["val_acc"] >= 0.9
+
+
+def test_training_goes_on_past_an_unreadable_validation_image(tmp_path):
+    """A bad image in the *val* map file used to stop training: the batches dropped it but the
+    labels kept it, and evaluation failed on the shape mismatch (docs/MAPFILE.md: never stop)."""
+    from conftest import run_cli
+
+    for split, n in (("train", 32), ("val", 8)):
+        lines = []
+        for i in range(n):
+            Image.open(io.BytesIO(_png(COLOURS[i % 2], (18, 18)))).save(tmp_path / f"{split}{i}.png")
+            lines.append(f"{split}{i}.png\t{i % 2}")
+        if split == "val":
+            (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+            lines.insert(3, "bad.png\t1")
+        (tmp_path / f"{split}_map.txt").write_text("\n".join(lines) + "\n")
+    proc = run_cli("train", tmp_path / "train_map.txt", "--val", tmp_path / "val_map.txt", "--transforms",
+                   'transforms = ({type = "Scale"; width = 16; height = 16; channels = 3})', "--out",
+                   tmp_path / "run", "--epochs", "2", "--batch-size", "8", "--widths", "8,16,16",
+                   "--workers", "0", "--quiet")
+    assert f"skipped {tmp_path / 'val_map.txt'}, line 4: {tmp_path / 'bad.png'}" in proc.stderr
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_validation_without_its_own_transforms_drops_the_random_parts():
+    """No --val-transforms: val images are judged through the train pipeline minus its randomness,
+    not through random crops that change every epoch."""
+    train = transforms_from_config(
+        'transforms = ({type = "Crop"; cropType = "RandomSide"; sideRatio = 0.6:1.0; jitterType = "UniRatio"} : '
+        '{type = "Scale"; width = 8; height = 8; channels = 3; interpolations = "cubic:linear"} : '
+        '{type = "Color"; brightnessRadius = 0.2} : {type = "HFlip"})')
+    val = train.for_evaluation()
+    crop, scale = val.transforms
+    assert (crop.crop_type, crop.side_ratio, crop.hflip) == ("center", (0.8, 0.8), False)
+    assert (scale.width, scale.interpolations) == (8, ("cubic",))
+    image = np.asarray(Image.open(io.BytesIO(_png(COLOURS[0], (40, 30)))))
+    views = [val(image, rng) for rng in range(5)]
+    assert all(torch.equal(views[0], v) for v in views[1:])  # the same whatever the draw
+    assert not all(torch.equal(train(image, 0), train(image, rng)) for rng in range(1, 5))
+
+
+def test_whitening_sample_is_a_seeded_random_draw_not_the_first_entries_and_is_decoded_once(tmp_path):
+    """AirNet's whitening is fitted on MapFileBatches.images: on a map file in class order the first
+    entries are all one class; a seeded random sample holds every class."""
+    from gearsight.data.loader import MapFileBatches
+
+    lines = []
+    for label in range(2):  # class order: 40 of class 0, then 40 of class 1
+        for i in range(40):
+            path = tmp_path / f"c{label}_{i}.png"
+            if not path.exists():
+                path.write_bytes(_png(COLOURS[label], (12, 12)))
+            lines.append(f"{path.name}\t{label}")
+    (tmp_path / "map.txt").write_text("\n".join(lines) + "\n")
+    ds = MapFileDataset(tmp_path / "map.txt", [Scale(width=12, height=12)])
+    batches = MapFileBatches(ds, 8, [0.5] * 3, [0.25] * 3, seed=3)
+    batches.init_sample = 10  # of 80: the first 10 would all be class 0
+    batches.dataset.minibatches = _counting(ds.minibatches)
+    first = batches.images
+    assert batches.images is first and batches.dataset.minibatches.calls == 1  # cached
+    assert set(_colour_labels(first.permute(0, 3, 1, 2))) == {0, 1}
+
+
+def _counting(fn):
+    def wrapper(*args, **kwargs):
+        wrapper.calls += 1
+        return fn(*args, **kwargs)
+    wrapper.calls = 0
+    return wrapper

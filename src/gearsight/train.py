@@ -201,19 +201,21 @@ def train_one_epoch(model, batches: Batches, optimizer, scheduler, epoch: int, c
 
 @torch.no_grad()
 def predict_logits(model, batches: Batches, device: torch.device, amp: str = "off", tta: bool = False,
-                   tta_translate: int = 0) -> torch.Tensor:
-    """Logits for every image of ``batches`` in order, test-time augmented as gearsight.tta says."""
+                   tta_translate: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of every image ``batches`` yields, in order, test-time augmented as
+    gearsight.tta says. The labels come with the images: a map file's unreadable image is dropped
+    from its batch, so ``batches.labels`` (every entry) would no longer line up."""
     model.eval()
-    out = []
+    out, labels = [], []
     with autocast_for(amp, device):
-        for x, _ in batches.epoch(0):
+        for x, y in batches.epoch(0):
             out.append(tta_logits(model, x.to(device), tta, tta_translate).cpu())
-    return torch.cat(out)
+            labels.append(y.cpu())
+    return torch.cat(out), torch.cat(labels)
 
 
 def evaluate(model, batches: Batches, device: torch.device, cfg: TrainConfig) -> dict:
-    logits = predict_logits(model, batches, device, cfg.amp, cfg.tta, cfg.tta_translate)
-    labels = batches.labels
+    logits, labels = predict_logits(model, batches, device, cfg.amp, cfg.tta, cfg.tta_translate)
     loss = F.cross_entropy(logits, labels).item()
     return {"val_loss": loss, "val_acc": (logits.argmax(1) == labels).float().mean().item()}
 

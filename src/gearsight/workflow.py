@@ -137,8 +137,8 @@ def train_mapfile(train_map: str | Path, val_map: str | Path, out: str | Path, t
     """Train straight from CNTK map files (``path<TAB>label``), decoding and transforming every epoch.
 
     ``transforms``: CNTK config text, a list of ``{type = ...}`` dicts or a Pipeline (docs/MAPFILE.md);
-    it must end in a fixed size (a Scale). ``val_transforms`` defaults to ``transforms`` without the
-    random parts being re-drawn per epoch (seeded per image). Packed data trains ~12x faster; this is
+    it must end in a fixed size (a Scale). ``val_transforms`` defaults to ``transforms`` without its
+    random parts (``Pipeline.for_evaluation``: centre crops, no flips or colour noise). Packed data trains ~12x faster; this is
     CNTK's image-deserializer path, for data that changes or does not fit a pack.
     """
     from gearsight.data.loader import MapFileBatches
@@ -149,7 +149,10 @@ def train_mapfile(train_map: str | Path, val_map: str | Path, out: str | Path, t
     if cfg.ensemble > 1:
         raise ValueError("ensemble: train from packed data or CTF files (`gearsight pack` the map file first)")
     train_ds = MapFileDataset(train_map, transforms, seed=cfg.seed)
-    val_ds = MapFileDataset(val_map, val_transforms if val_transforms is not None else transforms, seed=cfg.seed)
+    # No val transforms: the training ones without their random parts (a centre crop, no flips or
+    # colour noise), so the best epoch is chosen on the same val images every epoch.
+    val_ds = MapFileDataset(val_map, val_transforms if val_transforms is not None else train_ds.pipeline.for_evaluation(),
+                            seed=cfg.seed)
     n_classes = int(max(train_ds.labels.max(), val_ds.labels.max())) + 1
     classes = classes or [str(i) for i in range(n_classes)]
     common = dict(mean=cfg.mean, std=cfg.std, seed=cfg.seed, workers=workers)

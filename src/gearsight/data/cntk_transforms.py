@@ -26,7 +26,7 @@ import math
 import os
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Iterable, Mapping, Sequence, Union
 
 import numpy as np
@@ -555,6 +555,24 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline({self.transforms!r})"
+
+    def for_evaluation(self) -> "Pipeline":
+        """The same geometry without the randomness, for validation when no val transforms are given:
+        a random crop becomes a centre crop of its mid-range size (no flip, no aspect jitter); Color,
+        Intensity and HFlip are dropped; a Scale with several interpolations keeps its first. Selecting
+        the best epoch on randomly cropped val images measures the crops' luck as much as the model."""
+        out = []
+        for t in self.transforms:
+            if isinstance(t, (Color, Intensity, HFlip)):
+                continue
+            if isinstance(t, Crop) and t.crop_type in ("randomside", "randomarea"):
+                mid = lambda r: None if r is None else (r[0] + r[1]) / 2  # noqa: E731
+                t = Crop(crop_type="center", side_ratio=mid(t.side_ratio), area_ratio=mid(t.area_ratio),
+                         crop_size=t.crop_size and ":".join(map(str, t.crop_size)), hflip=False)
+            elif isinstance(t, Scale) and len(t.interpolations) > 1:
+                t = replace(t, interpolations=t.interpolations[0])
+            out.append(t)
+        return Pipeline(out)
 
 
 def transform_batch(pipeline: Pipeline, images: np.ndarray | torch.Tensor, seed: int = 0, epoch: int = 0,

@@ -5,6 +5,8 @@ memory a batch is an index + gather, ~1 ms, so worker processes would only add I
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -108,6 +110,8 @@ class MapFileBatches:
     ``mean``/``std`` like packed data. Undecodable images are skipped and reported by the dataset.
     """
 
+    init_sample = 5000  # images for data-dependent init (``images``), as train.fit_model_to_data uses
+
     def __init__(self, dataset, batch_size: int, mean: list[float], std: list[float], *, shuffle: bool = False,
                  drop_last: bool = False, seed: int = 0, workers: int = 0):
         self.dataset, self.batch_size = dataset, batch_size
@@ -121,14 +125,14 @@ class MapFileBatches:
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    @property
+    @functools.cached_property
     def images(self) -> torch.Tensor:
-        """The first 5,000 images through the pipeline (NHWC uint8), for data-dependent init (AirNet).
-
-        Decoded again on every access: read it once.
-        """
-        first = next(self.dataset.minibatches(min(len(self.labels), 5000), workers=self.workers))[0]
-        return first.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        """A seeded random 5,000 images through the pipeline (NHWC uint8), for data-dependent init
+        (AirNet's whitening). Random, not the first 5,000: map files are often in class order, and
+        the whitening would be fitted on airplanes only. Decoded once, on first access."""
+        sample = self.dataset.minibatches(min(len(self.labels), self.init_sample), shuffle=True, seed=self.seed,
+                                          workers=self.workers)
+        return next(sample)[0].round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self.world_size > 1:
