@@ -160,3 +160,19 @@ def test_fast_path_declines_what_the_line_parser_rejects_or_warns_about(tmp_path
     fast, slow = both(tmp_path, b"|a 1 2 3 |b |e |\xc3\xa9# 1 2\n" + text, {"on_error": "skip"})
     assert fast[:-1] == slow[:-1] and (fast[1] or fast[2])  # something was skipped or warned about
     assert fast[-1]["line_by_line"] == 1
+
+
+def test_eight_byte_integer_path_agrees_with_the_digit_loop(tmp_path):
+    """Dense integers of 1-9 digits, with signs, tabs, CRLF, a '|' straight after a value and a NUL
+    after a digit: the 8-byte path (unsigned, <= 7 digits, after one space) and the loop it hands the
+    rest to give the line parser's values, and the bad line is declined."""
+    values = ["0", "7", "255", "1234567", "12345678", "123456789", "-3", "+4", "007", "9999999"]
+    lines = []
+    for k in range(len(values)):
+        a = [values[(k + j) % len(values)] for j in range(3)]
+        lines.append(f"|a {a[0]} {a[1]}\t{a[2]}|b 1:{a[0].lstrip('+-')} |e |\u00e9# 1 2\r\n")
+    good = "".join(lines).encode()
+    fast, slow = both(tmp_path, good, {})
+    assert fast[:-1] == slow[:-1] and fast[-1]["line_by_line"] == 0
+    fast, slow = both(tmp_path, good + b"|a 1 2 3\x00 |b |e |\xc3\xa9# 1 2\n", {"on_error": "skip"})
+    assert fast[:-1] == slow[:-1] and fast[1] and fast[-1]["line_by_line"] == 1
