@@ -4,7 +4,7 @@ One table, one machine, one packed copy of the shared CIFAR-10 tar (50,000 train
 1. TensorFlow: examples/tensorflow_cifar10.py in .venv-tf (`make tf`): tf.data from the packed arrays,
    N epochs, batch 128, Nesterov SGD with gearsight's one-cycle schedule, evaluated on the central crops;
 2. PyTorch: `gearsight train --config configs/cifar10-tf-tutorial.yaml` (the same net, augmentation,
-   optimizer, schedule, batch and epochs), then `gearsight evaluate` (no TTA, as the TF side);
+   optimizer, schedule, batch and epochs), then `gearsight evaluate --no-tta` (as the TF side);
 3. gearsight's own recipe: AirNet with configs/cifar10-10min.yaml, its training budget (`--minutes`) set
    to the TensorFlow run's training time, evaluated with its own TTA.
 
@@ -123,8 +123,8 @@ def main() -> None:
     run([*gs, "train", packed, "--out", out / "torch", "--config", "configs/cifar10-tf-tutorial.yaml",
          "--epochs", args.epochs, "--quiet"], out / "torch_train.log")
     train_s = epoch_seconds(out / "torch")
-    run([*gs, "evaluate", out / "torch" / "model.safetensors", packed, "--split", "test", "--out", out / "torch_eval"],
-        out / "torch_eval.log")
+    run([*gs, "evaluate", out / "torch" / "model.safetensors", packed, "--split", "test", "--out", out / "torch_eval",
+         "--no-tta"], out / "torch_eval.log")  # the central crop once, as TensorFlow evaluates
     report = json.loads((out / "torch_eval" / "report.json").read_text())
     import torch
 
