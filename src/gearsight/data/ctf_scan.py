@@ -5,7 +5,8 @@ C text parsers (``np.fromstring``, ``np.loadtxt``) and pyarrow's CSV reader read
 file at 0.8-2.2x the plain Python parser, and none of them can step over stream names, sparse
 ``i:v`` pairs, comments or sequence ids, so every other form would still need a Python pass. A
 byte-level scanner compiled by numba follows ``ctf_grammar``'s rules directly and takes every form
-in one pass (6-13x). ``cache=True``: the ~10 CPU-seconds of compiling are paid once per machine.
+in one pass (10.6-17.6x the plain parser, CPU time). ``cache=True``: the ~10 CPU-seconds of compiling
+are paid once per machine.
 
 ``scan`` accepts only lines that the line parser accepts without a warning, with the same values,
 and returns a non-zero code for anything else (the caller then gives the chunk to the line parser,
