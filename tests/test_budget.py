@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
+import pytest
 import torch
 
 from gearsight.budget import MARGIN, plan_epochs
 from gearsight.config import TrainConfig
 from gearsight.data.loader import Batches
-from gearsight.train import build_model, fit
+from gearsight.train import build_model, fit, make_optimizer, make_scheduler
 
 
 def _data(n: int, seed: int) -> Batches:
@@ -50,8 +52,14 @@ def test_fit_with_minutes_ends_inside_the_budget_and_resume_keeps_its_epochs(tmp
     summary = fit(train, val, ["dark", "bright"], tmp_path, cfg, size=32, progress=False)
     said = capsys.readouterr().out
     chosen = TrainConfig.load(tmp_path / "config.yaml").epochs
-    assert f"time budget 0.25 min: {chosen} epochs" in said
+    planned = int(re.search(r"time budget 0.25 min: (\d+) epochs", said).group(1))
+    replan = re.search(r"time budget: epoch 0 took \d+ s; (\d+) epochs in all, not (\d+)", said)
+    assert chosen == (int(replan.group(1)) if replan else planned)
+    assert not replan or int(replan.group(2)) == planned
     assert chosen > 1  # the budget, not epochs=1, decided
+    # The schedule ran to its end for the epochs chosen, whether or not it was re-planned.
+    sched = torch.load(tmp_path / "last.pt", weights_only=True)["scheduler"]
+    assert sched["total_steps"] == sched["last_epoch"] == chosen * len(train)
     assert summary["train_seconds"] <= 0.25 * 60 * 1.5  # 15 s budget; generous for a shared machine
     assert summary["best_val_acc"] > 0.9
     # Resuming a finished run re-plans nothing: same epochs, no new measurement, nothing left to train.
@@ -78,3 +86,27 @@ def test_a_model_that_freezes_parameters_later_is_timed_in_both_regimes():
     assert plan.epochs == max(epochs, 1)
     assert plan.epoch_seconds(0, len(train)) == plan.step_s * len(train) + plan.eval_s
     assert plan.epoch_seconds(plan.late_from, len(train)) == plan.late_step_s * len(train) + plan.eval_s
+
+
+def test_a_rebuilt_schedule_continues_at_the_step_reached_with_the_original_peaks():
+    cfg = TrainConfig(lr=0.4, widths=[8, 16, 16])
+    model = build_model(cfg, 2, torch.device("cpu"))
+
+    def lrs_after(total: int, done: int, rebuild_from: int | None = None) -> list[float]:
+        optimizer = make_optimizer(model, cfg)
+        scheduler = make_scheduler(optimizer, cfg, 100)
+        for _ in range(rebuild_from or 0):
+            optimizer.step()
+            scheduler.step()
+        if rebuild_from is not None:
+            scheduler = make_scheduler(optimizer, cfg, total, steps_done=rebuild_from)
+        else:
+            scheduler = make_scheduler(optimizer, cfg, total, steps_done=done)
+        return [g["lr"] for g in optimizer.param_groups], scheduler
+
+    fresh, _ = lrs_after(150, 30)
+    rebuilt, scheduler = lrs_after(150, 30, rebuild_from=30)
+    assert rebuilt == pytest.approx(fresh)
+    for _ in range(119):  # to step 149, the last one of 150 (training's last update uses its lr)
+        scheduler.step()
+    assert scheduler.optimizer.param_groups[0]["lr"] == pytest.approx(0.4 * cfg.lr_end)  # peak kept, end reached

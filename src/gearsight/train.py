@@ -9,6 +9,7 @@ import contextlib
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -111,12 +112,20 @@ def _head_parameters(model: nn.Module) -> list[nn.Parameter]:
     raise ValueError(f"head_lr_scale: {type(model).__name__} has no classifier head to tell apart")
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
-    """Linear one-cycle: lr_start -> peak at ``warmup`` of the run -> lr_end (fractions of the peak)."""
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps,
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int, steps_done: int = 0):
+    """Linear one-cycle: lr_start -> peak at ``warmup`` of the run -> lr_end (fractions of the peak).
+
+    ``steps_done``: rebuild the schedule for a new length in the middle of a run (the time budget's
+    re-plan), at the step it has reached; the peaks are the ones the first schedule recorded."""
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[g.get("max_lr", g["lr"]) for g in optimizer.param_groups], total_steps=total_steps,
         pct_start=cfg.warmup, anneal_strategy="linear", div_factor=1.0 / cfg.lr_start,
         final_div_factor=cfg.lr_start / cfg.lr_end, cycle_momentum=False)
+    with warnings.catch_warnings():  # fast-forwarding is not the "step() before optimizer.step()" mistake
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+        for _ in range(steps_done):
+            scheduler.step()
+    return scheduler
 
 
 class Lookahead:
@@ -326,6 +335,23 @@ def plan_time_budget(model, train: Batches, val: Batches, cfg: TrainConfig, devi
         print(plan.describe(len(train)), flush=True)
 
 
+def replan_time_budget(cfg: TrainConfig, optimizer, lookahead: "Lookahead | None", steps_per_epoch: int,
+                       budget_start: float, first_epoch_s: float, info: DistInfo, run_dir: Path):
+    """After epoch 0: set ``cfg.epochs`` from that epoch's real duration and rebuild the schedule for
+    it (gearsight.budget.replan_epochs says why). Returns the scheduler to use from here on."""
+    from gearsight.budget import replan_epochs
+
+    planned = cfg.epochs
+    cfg.epochs = replan_epochs(cfg, budget_start, first_epoch_s, info)
+    if cfg.epochs != planned and info.is_main:
+        print(f"time budget: epoch 0 took {first_epoch_s:.0f} s; {cfg.epochs} epochs in all, not {planned}",
+              flush=True)
+        cfg.dump(run_dir / "config.yaml")  # what a resumed run keeps
+    if lookahead is not None:
+        lookahead.total_steps = cfg.epochs * steps_per_epoch
+    return make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch, steps_done=steps_per_epoch)
+
+
 def fit(train: Batches, val: Batches, classes: list[str], run_dir: str | Path, cfg: TrainConfig, *,
         size: int, resize: str = "pad", fill: int = 255, resume: bool = False, progress: bool = True,
         data_info: dict | None = None) -> dict:
@@ -341,6 +367,7 @@ def fit(train: Batches, val: Batches, classes: list[str], run_dir: str | Path, c
     device = info.device
     model = build_model(cfg, len(classes), device)
     fit_model_to_data(model, train, cfg, device)
+    budget_start = time.perf_counter()
     if cfg.minutes:
         plan_time_budget(model, train, val, cfg, device, info, run_dir if resume else None)
     optimizer = make_optimizer(model, cfg)
@@ -364,7 +391,12 @@ def fit(train: Batches, val: Batches, classes: list[str], run_dir: str | Path, c
         logger = RunLogger(run_dir, cfg, start_epoch)
 
     t0 = time.perf_counter()
-    for epoch in range(start_epoch, cfg.epochs):
+    epoch, first_epoch_s = start_epoch, 0.0
+    while epoch < cfg.epochs:  # not range(): a time budget may re-plan the epoch count after epoch 0
+        if cfg.minutes and epoch == 1 and start_epoch == 0:
+            scheduler = replan_time_budget(cfg, optimizer, lookahead, len(train), budget_start, first_epoch_s,
+                                           info, run_dir)
+        epoch_start = time.perf_counter()
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         row.update(train_one_epoch(net, train, optimizer, scheduler, epoch, cfg, device,
                                    progress and info.is_main, info, ema, lookahead))
@@ -388,6 +420,8 @@ def fit(train: Batches, val: Batches, classes: list[str], run_dir: str | Path, c
             if info.is_main:
                 print(f"early stop: no better val accuracy for {cfg.patience} epochs")
             break
+        first_epoch_s = first_epoch_s or time.perf_counter() - epoch_start
+        epoch += 1
     summary = {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"],
                "train_seconds": time.perf_counter() - t0, "model": str(run_dir / "model.safetensors"),
                "world_size": info.world_size}
