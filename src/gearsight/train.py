@@ -122,7 +122,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_ste
         pct_start=cfg.warmup, anneal_strategy="linear", div_factor=1.0 / cfg.lr_start,
         final_div_factor=cfg.lr_start / cfg.lr_end, cycle_momentum=False)
     with warnings.catch_warnings():  # fast-forwarding is not the "step() before optimizer.step()" mistake
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
         for _ in range(steps_done):
             scheduler.step()
     return scheduler
