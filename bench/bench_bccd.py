@@ -76,17 +76,23 @@ def run(cmd: list[str]) -> str:
     return "".join(lines)
 
 
+def dataset_or_exit(name: str, override: Path | None) -> Path:
+    """``override`` (--data) or ../shared/data/NAME; exits naming what was expected when neither exists."""
+    from gearsight.data.paths import dataset_dir
+
+    data = override or dataset_dir(name)
+    if data is None:
+        sys.exit(f"{name} not found: expected ../shared/data/{name} (or pass --data)")
+    return data
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=60.0, help="total wall-clock budget")
     parser.add_argument("--out", type=Path, default=REPO / "work" / "bench_bccd")
     parser.add_argument("--data", type=Path, default=None, help="BCCD folder (default: ../shared/data/bccd)")
     args = parser.parse_args()
-    from gearsight.data.paths import dataset_dir
-
-    data = args.data or dataset_dir("bccd")
-    if data is None:
-        sys.exit("BCCD not found: expected ../shared/data/bccd (or pass --data)")
+    data = dataset_or_exit("bccd", args.data)
     gearsight = [sys.executable, "-m", "gearsight", "detect"]
     t0, load0 = time.time(), os.getloadavg()
     budget = args.minutes - EVAL_RESERVE_MIN

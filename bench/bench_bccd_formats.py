@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_bccd import REPO, recipe_without, run  # noqa: E402
+from bench_bccd import REPO, dataset_or_exit, recipe_without, run  # noqa: E402
 
 TOLERANCE = 0.02  # mAP@0.5, the claim
 CLOCK_OPTIONS = ("--epochs", "--eval-every", "--eval-from", "--select")  # replaced: fixed epochs, no validation
@@ -91,12 +91,11 @@ def main() -> None:
     parser.add_argument("--parallel", action="store_true",
                         help="train both at once (1 thread each; the results do not change, only the wall time)")
     args = parser.parse_args()
-    from gearsight.data.paths import dataset_dir
     from gearsight.detect.voc import find_voc_root
 
-    data = args.data or dataset_dir("bccd")
-    if data is None or find_voc_root(data) is None:
-        sys.exit("BCCD not found: expected ../shared/data/bccd (or pass --data)")
+    data = dataset_or_exit("bccd", args.data)
+    if find_voc_root(data) is None:
+        sys.exit(f"{data}: no Pascal VOC folder (Annotations/, JPEGImages/) inside")
     images = find_voc_root(data) / "JPEGImages"
     coco = args.out / "coco"
     for split in ("train", "test"):

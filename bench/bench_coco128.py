@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_bccd import REPO, recipe_without, run  # noqa: E402
+from bench_bccd import REPO, dataset_or_exit, recipe_without, run  # noqa: E402
 from bench_bccd_formats import CLOCK_OPTIONS  # noqa: E402
 
 
@@ -46,11 +46,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "work" / "bench_coco128")
     parser.add_argument("--data", type=Path, default=None, help="coco128 folder (default: ../shared/data/coco128)")
     args = parser.parse_args()
-    from gearsight.data.paths import dataset_dir
-
-    data = args.data or dataset_dir("coco128")
-    if data is None:
-        sys.exit("coco128 not found: expected ../shared/data/coco128 (or pass --data)")
+    data = dataset_or_exit("coco128", args.data)
     gearsight = [sys.executable, "-m", "gearsight", "detect"]
     t0, load0 = time.time(), os.getloadavg()
     run([*gearsight, "train", str(data), "--out", str(args.out / "run"), *coco_recipe(args.epochs, args.warmup)])
