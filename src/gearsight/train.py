@@ -420,7 +420,8 @@ def fit(train: Batches, val: Batches, classes: list[str], run_dir: str | Path, c
             if info.is_main:
                 print(f"early stop: no better val accuracy for {cfg.patience} epochs")
             break
-        first_epoch_s = first_epoch_s or time.perf_counter() - epoch_start
+        if epoch == start_epoch:  # what the time budget's re-plan measures
+            first_epoch_s = time.perf_counter() - epoch_start
         epoch += 1
     summary = {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"],
                "train_seconds": time.perf_counter() - t0, "model": str(run_dir / "model.safetensors"),
