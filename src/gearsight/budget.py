@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from gearsight.config import TrainConfig
 from gearsight.data.loader import Batches
 from gearsight.distributed import DistInfo, all_reduce_sum
+from gearsight.optim import autocast_for, make_optimizer
 
 # Safety margin: step times drift (other jobs, thermal limits, AirNet's whitening bias freezing makes
 # later epochs faster, never slower), and overshooting a budget is worse than ending a little early.
@@ -56,8 +57,6 @@ def measure_step_seconds(model: torch.nn.Module, train: Batches, cfg: TrainConfi
                          steps: int = 6, warmup: int = 2, epoch: int = 0) -> float:
     """Median time of a training step in ``epoch`` on a copy of ``model`` (the real one is left
     untouched); parameters the model freezes in that epoch leave autograd, as in training."""
-    from gearsight.train import autocast_for, make_optimizer
-
     probe = copy.deepcopy(model).train()
     for p in probe.frozen_parameters(epoch) if hasattr(probe, "frozen_parameters") else []:
         p.requires_grad_(False)
@@ -84,7 +83,6 @@ def measure_step_seconds(model: torch.nn.Module, train: Batches, cfg: TrainConfi
 def measure_eval_seconds(model: torch.nn.Module, val: Batches, cfg: TrainConfig, device: torch.device,
                          batches: int = 2) -> float:
     """Seconds for one evaluation of ``val`` (with TTA), extrapolated from its first batches."""
-    from gearsight.train import autocast_for
     from gearsight.tta import tta_logits
 
     n = len(val)

@@ -1,17 +1,15 @@
-"""CNTK reader configs (BrainScript text or dicts) -> a cntk_transforms.Pipeline.
+"""CNTK reader configs (BrainScript text) -> plain records: the config language alone.
 
-Split from cntk_transforms.py: the transforms are image code, this is a small config-language
-parser (records, ``a:b`` arrays, ``$var$`` substitution, the legacy ImageReader form).
+A small parser (records, ``a:b`` arrays, ``$var$`` substitution, the legacy ImageReader form) that
+knows nothing of the transforms: it returns dicts and lists, and ``cntk_transforms.transforms_from_config``
+turns the ``{ type = ... }`` records into a Pipeline. So this module imports no image code, and the
+import goes one way (transforms -> config).
 """
 from __future__ import annotations
 
-import os
 import re
-from dataclasses import MISSING, dataclass, fields
-from pathlib import Path
-from typing import Any, Mapping, Sequence
-
-from gearsight.data.cntk_transforms import TRANSFORM_TYPES, Pipeline, Transform, _camel
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 _TOKEN_RE = re.compile(r"""
     (?P<newline>\n) | (?P<space>[ \t\r\f\v]+) | (?P<comment>\#[^\n]*|//[^\n]*)
@@ -215,34 +213,8 @@ def find_pipelines(text: str, variables: Mapping[str, Any] | None = None,
     return _substitute(found, {**scalars, **(variables or {})})
 
 
-def build_transform(spec: Mapping[str, Any], base_dir: str | os.PathLike | None = None) -> Transform:
-    """One ``{type = ..., key = value}`` record (CNTK camelCase or our snake_case keys) -> Transform."""
-    spec = dict(spec)
-    if "type" not in spec:
-        raise ValueError(f"transform record has no 'type' key: {spec}")
-    type_name = spec.pop("type")
-    cls = TRANSFORM_TYPES.get(str(type_name).lower())
-    if cls is None:
-        known = ", ".join(c.cntk_type for c in TRANSFORM_TYPES.values())
-        raise ValueError(f"unknown transform type {type_name!r} (key 'type'); known: {known}")
-    params = [f for f in fields(cls) if f.init]
-    lookup = {**{f.name: f.name for f in params}, **{_camel(f.name): f.name for f in params}}
-    kwargs = {}
-    for key, value in spec.items():
-        if key not in lookup:
-            known = ", ".join(_camel(f.name) for f in params) or "none"
-            raise ValueError(f"{cls.cntk_type}: unknown key {key!r}; known keys: {known}")
-        kwargs[lookup[key]] = value
-    missing = [_camel(f.name) for f in params if f.default is MISSING and f.name not in kwargs]
-    if missing:
-        raise ValueError(f"{cls.cntk_type}: missing required key {missing[0]!r}")
-    for name in cls.path_fields:
-        if kwargs.get(name) is not None and base_dir is not None:
-            kwargs[name] = Path(base_dir) / Path(str(kwargs[name]))
-    return cls(**kwargs)
-
-
-def _pick(found: dict[str, list], section: str | None, source: str) -> tuple[str, list]:
+def pick_pipeline(found: dict[str, list], section: str | None, source: str) -> tuple[str, list]:
+    """The one transform list of ``find_pipelines``' result that ``section`` names: (its path, its records)."""
     names = list(found)
     if section is not None:
         pattern = re.compile(rf"(^|\.){re.escape(section)}(\.|\[|$)")
@@ -253,40 +225,3 @@ def _pick(found: dict[str, list], section: str | None, source: str) -> tuple[str
     what = "no" if not names else "several"
     raise ValueError(f"{source}: {what} transform lists{f' match section {section!r}' if section else ''}; "
                      f"pass section= one of: {listing}")
-
-
-def transforms_from_config(config: str | os.PathLike | Sequence[Mapping | Transform] | Pipeline, *,
-                           section: str | None = None, variables: Mapping[str, Any] | None = None,
-                           base_dir: str | os.PathLike | None = None) -> Pipeline:
-    """A Pipeline from CNTK config text (str), a config file (Path), or a list of dicts/Transforms.
-
-    Text with several transform lists (a whole .cntk file) needs ``section``: a dotted-path part
-    that picks one, e.g. "features2" or "Composite_Test". File names (meanFile, intensityFile) are
-    relative to ``base_dir`` (default: the config file's folder, else the working directory);
-    ``$ConfigDir$`` is the config file's folder unless ``variables`` says otherwise.
-    """
-    if isinstance(config, Pipeline):
-        return config
-    source = "<config>"
-    if isinstance(config, os.PathLike):
-        path = Path(config)
-        source, base_dir = str(path), base_dir if base_dir is not None else path.parent
-        variables = {"ConfigDir": str(path.parent), **(variables or {})}
-        config = path.read_text(encoding="utf-8")
-    if isinstance(config, str):
-        name, specs = _pick(find_pipelines(config, variables, source), section, source)
-        where = f"{source} {name or 'transforms'}"
-    else:
-        specs, where = list(config), "transforms"
-    out = []
-    for i, spec in enumerate(specs, start=1):
-        if isinstance(spec, Transform):
-            out.append(spec)
-            continue
-        if not isinstance(spec, Mapping):
-            raise ValueError(f"{where}, transform {i}: expected a {{ type = ... }} record, got {spec!r}")
-        try:
-            out.append(build_transform(spec, base_dir))
-        except (ValueError, FileNotFoundError) as exc:
-            raise type(exc)(f"{where}, transform {i}: {exc}") from None
-    return Pipeline(out)

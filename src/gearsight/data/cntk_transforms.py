@@ -10,7 +10,7 @@ Semantics follow CNTK 2.x's ImageTransformers.cpp (crop sizes, ratio jitter, 10 
 whole image, flip on by default for random crops, scale modes, HSV saturation, mean-image layout),
 which the reader docs in ../shared/data/cntk/docs only sketch. Differences, all deliberate, are
 listed in docs/MAPFILE.md. The config syntax (BrainScript records, ``a:b`` arrays, ``$var$``) is parsed by
-``cntk_config.parse_config``; both the deserializer form (``transforms = (...)``) and the legacy ImageReader
+``cntk_config.parse_config`` (which imports nothing from here); both the deserializer form (``transforms = (...)``) and the legacy ImageReader
 form (``features = [ width = ... cropType = ... ]``) are read.
 
 Images: a transform takes one HWC image (numpy or tensor, uint8 or float; what decode_image and the
@@ -26,13 +26,17 @@ import math
 import os
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, ClassVar, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as F
 from torchvision.transforms import InterpolationMode
+
+# The config language is parsed in cntk_config.py (no image code there); re-exported so callers need one import.
+from gearsight.data.cntk_config import find_pipelines, parse_config, pick_pipeline  # noqa: F401
 
 ImageLike = Union[np.ndarray, torch.Tensor]
 Range = tuple[float, float]
@@ -598,6 +602,65 @@ def stack_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack(list(images))
 
 
-# The config parser lives in cntk_config.py; re-exported so callers need one import.
-from gearsight.data.cntk_config import (build_transform, find_pipelines, parse_config,  # noqa: E402
-                                        transforms_from_config)
+def build_transform(spec: Mapping[str, Any], base_dir: str | os.PathLike | None = None) -> Transform:
+    """One ``{type = ..., key = value}`` record (CNTK camelCase or our snake_case keys) -> Transform."""
+    spec = dict(spec)
+    if "type" not in spec:
+        raise ValueError(f"transform record has no 'type' key: {spec}")
+    type_name = spec.pop("type")
+    cls = TRANSFORM_TYPES.get(str(type_name).lower())
+    if cls is None:
+        known = ", ".join(c.cntk_type for c in TRANSFORM_TYPES.values())
+        raise ValueError(f"unknown transform type {type_name!r} (key 'type'); known: {known}")
+    params = [f for f in fields(cls) if f.init]
+    lookup = {**{f.name: f.name for f in params}, **{_camel(f.name): f.name for f in params}}
+    kwargs = {}
+    for key, value in spec.items():
+        if key not in lookup:
+            known = ", ".join(_camel(f.name) for f in params) or "none"
+            raise ValueError(f"{cls.cntk_type}: unknown key {key!r}; known keys: {known}")
+        kwargs[lookup[key]] = value
+    missing = [_camel(f.name) for f in params if f.default is MISSING and f.name not in kwargs]
+    if missing:
+        raise ValueError(f"{cls.cntk_type}: missing required key {missing[0]!r}")
+    for name in cls.path_fields:
+        if kwargs.get(name) is not None and base_dir is not None:
+            kwargs[name] = Path(base_dir) / Path(str(kwargs[name]))
+    return cls(**kwargs)
+
+
+def transforms_from_config(config: str | os.PathLike | Sequence[Mapping | Transform] | Pipeline, *,
+                           section: str | None = None, variables: Mapping[str, Any] | None = None,
+                           base_dir: str | os.PathLike | None = None) -> Pipeline:
+    """A Pipeline from CNTK config text (str), a config file (Path), or a list of dicts/Transforms.
+
+    Text with several transform lists (a whole .cntk file) needs ``section``: a dotted-path part
+    that picks one, e.g. "features2" or "Composite_Test". File names (meanFile, intensityFile) are
+    relative to ``base_dir`` (default: the config file's folder, else the working directory);
+    ``$ConfigDir$`` is the config file's folder unless ``variables`` says otherwise.
+    """
+    if isinstance(config, Pipeline):
+        return config
+    source = "<config>"
+    if isinstance(config, os.PathLike):
+        path = Path(config)
+        source, base_dir = str(path), base_dir if base_dir is not None else path.parent
+        variables = {"ConfigDir": str(path.parent), **(variables or {})}
+        config = path.read_text(encoding="utf-8")
+    if isinstance(config, str):
+        name, specs = pick_pipeline(find_pipelines(config, variables, source), section, source)
+        where = f"{source} {name or 'transforms'}"
+    else:
+        specs, where = list(config), "transforms"
+    out = []
+    for i, spec in enumerate(specs, start=1):
+        if isinstance(spec, Transform):
+            out.append(spec)
+            continue
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"{where}, transform {i}: expected a {{ type = ... }} record, got {spec!r}")
+        try:
+            out.append(build_transform(spec, base_dir))
+        except (ValueError, FileNotFoundError) as exc:
+            raise type(exc)(f"{where}, transform {i}: {exc}") from None
+    return Pipeline(out)

@@ -160,10 +160,12 @@ def build_and_pack(gear_split_csv: str | Path, coco_dir: str | Path, out_dir: st
                    pack_size: int = 64, seed: int = 0, size: int = DEFAULT_SIZE, limit: int | None = None,
                    progress: bool = True) -> tuple[dict, dict]:
     """``build_outdoor`` then ``gearsight pack OUT/split.csv PACK --size pack_size``: (summary, pack meta)."""
-    from gearsight.workflow import pack_source
+    from gearsight.data.pack import PackOptions, pack
+    from gearsight.data.sources import read_source, stratified_split
 
     summary = build_outdoor(gear_split_csv, coco_dir, out_dir, seed=seed, size=size, limit=limit, progress=progress)
-    meta = pack_source(Path(out_dir) / "split.csv", pack_dir, size=pack_size, progress=progress)
+    records = stratified_split(read_source(Path(out_dir) / "split.csv"), (0.7, 0.1, 0.2), 0)  # as pack_source
+    meta = pack(records, pack_dir, PackOptions(pack_size), progress=progress)
     return summary, meta
 
 

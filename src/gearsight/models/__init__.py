@@ -1,41 +1,11 @@
 """Model factory: ``create_model(name, num_classes=..., **config)``.
 
-Every architecture is registered by name so a model file can rebuild it from its JSON header.
+Every architecture is registered by name (models/registry.py) so a model file can rebuild it from its
+JSON header; importing this package registers them all.
 """
 from __future__ import annotations
 
-from typing import Callable
+from gearsight.models.registry import TIMM_PREFIX, create_model, list_models, register_model  # noqa: F401
 
-import torch.nn as nn
-
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_model(name: str):
-    def deco(fn):
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
-
-
-def list_models() -> list[str]:
-    """gearsight's own architectures; any timm classifier is also available as ``timm:<name>``."""
-    return sorted(_REGISTRY)
-
-
-TIMM_PREFIX = "timm:"  # "timm:<name>": a timm architecture (models/timm_models.py); timm is imported only then
-
-
-def create_model(name: str, num_classes: int, **config) -> nn.Module:
-    if name.startswith(TIMM_PREFIX):
-        from gearsight.models.timm_models import create_timm_model
-
-        return create_timm_model(name[len(TIMM_PREFIX):], num_classes=num_classes, **config)
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(list_models())}, or timm:<name>")
-    return _REGISTRY[name](num_classes=num_classes, **config)
-
-
-from gearsight.models import airnet, ensemble, gearnet  # noqa: E402,F401  (registers their models)
-from gearsight.models import tf_cifar10  # noqa: E402,F401  (TensorFlow's CIFAR-10 tutorial CNN, --arch tf_cifar10)
+from gearsight.models import airnet, ensemble, gearnet  # noqa: F401  (registers their models)
+from gearsight.models import tf_cifar10  # noqa: F401  (TensorFlow's CIFAR-10 tutorial CNN, --arch tf_cifar10)

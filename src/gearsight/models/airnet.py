@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gearsight.models import register_model
+from gearsight.models.registry import register_model
 
 
 class BiasOnlyBatchNorm(nn.BatchNorm2d):

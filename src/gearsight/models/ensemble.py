@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn as nn
 
-from gearsight.models import create_model, register_model
+from gearsight.models.registry import create_model, register_model
 
 
 class Ensemble(nn.Module):

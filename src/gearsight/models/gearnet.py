@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn as nn
 
-from gearsight.models import register_model
+from gearsight.models.registry import register_model
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gearsight.models import register_model
+from gearsight.models.registry import register_model
 
 CROP = 24  # cifar10_input.IMAGE_SIZE
 BRIGHTNESS = 63.0  # random_brightness max_delta, pixel units
