@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gearsight.cntk.ctf import iter_ctf_samples, write_ctf
+from gearsight.cntk.mapfile import MapFileDataset
 from gearsight.data.cifar import read_cifar
-from gearsight.data.ctf import iter_ctf_samples, write_ctf
 from gearsight.data.loader import Batches
-from gearsight.data.mapfile import MapFileDataset
 from gearsight.data.paths import shared_data_dir
 
 CROP_SCALE = [{"type": "Crop", "cropType": "RandomSide", "sideRatio": "0.8:1.0", "jitterType": "UniRatio"},

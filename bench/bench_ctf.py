@@ -11,7 +11,7 @@ Forms (written to a temp dir):
     after every sample) repeated to ~10 MB, each copy with new ids.
 Each form is timed three ways, interleaved within each repeat, median of ``--repeats``:
   - baseline: ``for line in f``, split on '|' and whitespace, ``float()``/``int()`` every token;
-  - gearsight ``CTFReader(...).minibatches(256)``: the compiled fast path (``ctf_scan``);
+  - gearsight ``CTFReader(...).minibatches(256)``: the compiled fast path (``gearsight.cntk.ctf.scan``);
   - the same reader forced onto its full-grammar line parser (``vectorized=False``), the reference.
 Every reader's output is checked equal to the baseline's before its time is printed. The first
 call's cost (numba compiling, or loading its cache) is measured in fresh processes.
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gearsight.data.ctf import CTFReader, SparseBatch, StreamSpec, write_ctf
+from gearsight.cntk.ctf import CTFReader, SparseBatch, StreamSpec, write_ctf
 
 CIFAR = {"features": StreamSpec(3072), "labels": StreamSpec(10)}
 WORDS = {"x": StreamSpec(20000, "sparse"), "y": StreamSpec(20, "sparse")}
@@ -178,7 +178,7 @@ def write_atis(path: Path, megabytes: float) -> None:
 def first_call(path: Path, streams: str) -> dict[str, float]:
     """Seconds from a fresh interpreter's import to the first batch: numba compiling (an empty cache
     directory) and loading its cache (the one the runs above left)."""
-    code = ("import time; t = time.perf_counter(); from gearsight.data.ctf import CTFReader, StreamSpec; "
+    code = ("import time; t = time.perf_counter(); from gearsight.cntk.ctf import CTFReader, StreamSpec; "
             f"next(CTFReader({str(path)!r}, {streams}).minibatches(256)); print(time.perf_counter() - t)")
     out = {}
     with tempfile.TemporaryDirectory() as cache:

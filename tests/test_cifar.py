@@ -14,9 +14,9 @@ from PIL import Image
 
 import gearsight.data.cifar as cifar
 from conftest import require_dataset
+from gearsight.cntk.mapfile import MapFileDataset
 from gearsight.data.cifar import (UnsafePickleError, load_cifar, read_cifar, safe_unpickle, write_cifar_map_files,
                                   write_packed_cifar)
-from gearsight.data.mapfile import MapFileDataset
 from gearsight.data.pack import PackedDataset
 
 CLASSES = ["bird", "cat", "ship"]  # sorted, as the readers order classes

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from conftest import require_dataset
-from gearsight.data.cntk_transforms import (Color, Crop, HFlip, Intensity, Mean, Pipeline, Scale, find_pipelines,
+from gearsight.cntk.transforms import (Color, Crop, HFlip, Intensity, Mean, Pipeline, Scale, find_pipelines,
                                             read_mean_file, sample_rng, transform_batch, transforms_from_config)
 from gearsight.data.decode import decode_image
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import require_dataset
-from gearsight.data.ctf import (CTFError, CTFReader, SparseBatch, StreamSpec, ctf_to_images, infer_streams,
+from gearsight.cntk.ctf import (CTFError, CTFReader, SparseBatch, StreamSpec, ctf_to_images, infer_streams,
                                 iter_ctf_samples, read_ctf_images, write_ctf)
 
 AB = {"a": StreamSpec(3), "b": StreamSpec(5, "sparse")}

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gearsight.data.ctf import CTFError, CTFReader, SparseBatch, StreamSpec
+from gearsight.cntk.ctf import CTFError, CTFReader, SparseBatch, StreamSpec
 
 STREAMS = {"a": StreamSpec(3), "b": StreamSpec(6, "sparse"), "e": StreamSpec(0), "f": StreamSpec(2, alias="é#")}
 DENSE = {"a": 3, "e": 0}

@@ -121,7 +121,7 @@ def train_ctf(train_file: str | Path, val_file: str | Path, out: str | Path, ima
     made to size, recorded in the model file so photos are prepared alike at inference (`pack
     --format ctf` pads with white and says so in OUT.pack.json; CNTK's Scale transform stretches).
     """
-    from gearsight.data.ctf import read_ctf_images
+    from gearsight.cntk.ctf import read_ctf_images
 
     train = read_ctf_images(train_file, tuple(image_shape))
     val = read_ctf_images(val_file, tuple(image_shape))
@@ -141,8 +141,8 @@ def train_mapfile(train_map: str | Path, val_map: str | Path, out: str | Path, t
     random parts (``Pipeline.for_evaluation``: centre crops, no flips or colour noise). Packed data trains ~12x faster; this is
     CNTK's image-deserializer path, for data that changes or does not fit a pack.
     """
+    from gearsight.cntk.mapfile import MapFileDataset
     from gearsight.data.loader import MapFileBatches
-    from gearsight.data.mapfile import MapFileDataset
     from gearsight.train import fit
 
     cfg = training_config(cfg, overrides)

@@ -54,7 +54,7 @@ def _pack_ctf(args, fractions) -> int:
 
     import numpy as np
 
-    from gearsight.data import ctf
+    from gearsight.cntk import ctf
     from gearsight.workflow import pack_source
 
     out = Path(args.out)

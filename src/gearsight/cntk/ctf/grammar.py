@@ -13,7 +13,7 @@ comments is an error, and a dense sample with fewer values than the stream's dim
 a warning). Unlike CNTK, which drops just the bad sample, a malformed line is rejected whole, so the
 streams of a sequence never go out of step (see ``CTFReader(on_error=...)``).
 
-This module is the reference parser, one line at a time; ``ctf_fast`` (compiled, a chunk at a time)
+This module is the reference parser, one line at a time; ``fast`` (compiled, a chunk at a time)
 takes every line this one accepts without a warning and hands any other chunk back to this one.
 """
 from __future__ import annotations

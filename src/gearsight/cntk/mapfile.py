@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from gearsight.data.cntk_transforms import Pipeline, sample_rng, stack_images, transforms_from_config
+from gearsight.cntk.transforms import Pipeline, sample_rng, stack_images, transforms_from_config
 from gearsight.data.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 
 ZIP_SEP = "\0"  # between archive and member in a stored source: NUL cannot occur in a path
@@ -155,7 +155,7 @@ class MapFileDataset(Dataset):
     """A torch Dataset over a CNTK map file: item i -> (CHW tensor, label), decoded when asked for.
 
     ``transforms``: a Pipeline, a list of Transforms or ``{type = ...}`` dicts, or CNTK config text
-    (see cntk_transforms.transforms_from_config). With a MultiView10 crop every entry appears 10
+    (see cntk.transforms.transforms_from_config). With a MultiView10 crop every entry appears 10
     times in a row (one per view), as in CNTK. Random transforms draw from
     ``sample_rng(seed, index, epoch)``, so results do not depend on workers or batch order.
     ``__getitem__`` raises DecodeError (naming map file and line) for an unreadable image;

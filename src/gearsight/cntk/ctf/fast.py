@@ -1,4 +1,4 @@
-"""The CTF fast path: a chunk of lines scanned by compiled code (``ctf_scan``), then cut into
+"""The CTF fast path: a chunk of lines scanned by compiled code (``scan``), then cut into
 sequences and batches with whole-array numpy.
 
 Every form of the grammar takes it: dense or sparse streams in any order, sequence ids, comments,
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ctf_batch import CTFBatch, SparseBatch
-from .ctf_grammar import BoundStream, LineParser, _strtod
-from .ctf_scan import OK, gather, scan
+from .batch import CTFBatch, SparseBatch
+from .grammar import BoundStream, LineParser, _strtod
+from .scan import OK, gather, scan
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """CNTK reader configs (BrainScript text) -> plain records: the config language alone.
 
 A small parser (records, ``a:b`` arrays, ``$var$`` substitution, the legacy ImageReader form) that
-knows nothing of the transforms: it returns dicts and lists, and ``cntk_transforms.transforms_from_config``
+knows nothing of the transforms: it returns dicts and lists, and ``transforms.transforms_from_config``
 turns the ``{ type = ... }`` records into a Pipeline. So this module imports no image code, and the
 import goes one way (transforms -> config).
 """

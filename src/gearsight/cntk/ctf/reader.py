@@ -1,9 +1,9 @@
 """Streaming CTF reader: a file of any size -> minibatches of per-stream numpy arrays.
 
 The file is read in chunks of whole lines (``chunk_bytes``, 4 MiB by default), so memory stays
-constant however large the file. Each chunk first goes to the compiled scanner (``ctf_fast``) and,
+constant however large the file. Each chunk first goes to the compiled scanner (``fast``) and,
 if that declines (a line it would have to reject or warn about), line by line through the full
-grammar (``ctf_grammar``), the reference, which words the error. Sequences that span chunks are
+grammar (``grammar``), the reference, which words the error. Sequences that span chunks are
 carried over, whichever parser read them.
 
 Errors: by default the first malformed line raises CTFError naming the file, line and reason. With
@@ -21,13 +21,13 @@ from typing import Iterator, Literal, Mapping
 
 import numpy as np
 
-from .ctf_batch import CTFBatch, from_sequences
-from .ctf_fast import LineTable, Scratch, as_readonly, scan_chunk
-from .ctf_grammar import (BoundStream, CTFError, CTFIssue, LineError, LineParser, Sequence, StreamSpec,
+from .batch import CTFBatch, from_sequences
+from .fast import LineTable, Scratch, as_readonly, scan_chunk
+from .grammar import (BoundStream, CTFError, CTFIssue, LineError, LineParser, Sequence, StreamSpec,
                           parse_dense, parse_sparse, split_samples)
-from .ctf_scan import count_lines
+from .scan import count_lines
 
-log = logging.getLogger("gearsight.data.ctf")
+log = logging.getLogger("gearsight.cntk.ctf")
 
 DEFAULT_CHUNK_BYTES = 4 << 20
 _KEEP_ISSUES = 1000  # issues kept in .skipped / .warnings (all are counted)

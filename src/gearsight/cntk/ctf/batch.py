@@ -13,7 +13,7 @@ from typing import Iterator, Sequence as Seq
 
 import numpy as np
 
-from .ctf_grammar import Sequence
+from .grammar import Sequence
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """CNTK Text Format (CTF): the public API, and the image-classification view of a CTF file.
 
-    write_ctf(path, images, labels, num_classes)           # pack (ctf_writer)
-    CTFReader(path, streams).minibatches(256)              # any CTF file, full grammar (ctf_reader)
+    write_ctf(path, images, labels, num_classes)           # pack (writer)
+    CTFReader(path, streams).minibatches(256)              # any CTF file, full grammar (reader)
     iter_ctf_samples(path, (32, 32, 3))                    # (uint8 NHWC images, int64 labels) batches
     read_ctf_images(path, (32, 32, 3))                     # the same, the whole file at once
 
@@ -14,10 +14,10 @@ from typing import Iterator, Literal
 
 import numpy as np
 
-from .ctf_batch import CTFBatch, SparseBatch
-from .ctf_grammar import CTFError, CTFIssue, StreamSpec
-from .ctf_reader import CTFReader, infer_streams
-from .ctf_writer import CTFWriter, Layout, images_to_features, write_ctf
+from .batch import CTFBatch, SparseBatch
+from .grammar import CTFError, CTFIssue, StreamSpec
+from .reader import CTFReader, infer_streams
+from .writer import CTFWriter, Layout, images_to_features, write_ctf
 
 __all__ = ["CTFBatch", "CTFError", "CTFIssue", "CTFReader", "CTFWriter", "SparseBatch", "StreamSpec",
            "ctf_to_images", "images_to_features", "infer_streams", "iter_ctf_samples", "read_ctf_images",

@@ -10,7 +10,7 @@ Semantics follow CNTK 2.x's ImageTransformers.cpp (crop sizes, ratio jitter, 10 
 whole image, flip on by default for random crops, scale modes, HSV saturation, mean-image layout),
 which the reader docs in ../shared/data/cntk/docs only sketch. Differences, all deliberate, are
 listed in docs/MAPFILE.md. The config syntax (BrainScript records, ``a:b`` arrays, ``$var$``) is parsed by
-``cntk_config.parse_config`` (which imports nothing from here); both the deserializer form (``transforms = (...)``) and the legacy ImageReader
+``config.parse_config`` (which imports nothing from here); both the deserializer form (``transforms = (...)``) and the legacy ImageReader
 form (``features = [ width = ... cropType = ... ]``) are read.
 
 Images: a transform takes one HWC image (numpy or tensor, uint8 or float; what decode_image and the
@@ -35,8 +35,8 @@ import torch
 import torchvision.transforms.v2.functional as F
 from torchvision.transforms import InterpolationMode
 
-# The config language is parsed in cntk_config.py (no image code there); re-exported so callers need one import.
-from gearsight.data.cntk_config import find_pipelines, parse_config, pick_pipeline  # noqa: F401
+# The config language is parsed in config.py (no image code there); re-exported so callers need one import.
+from gearsight.cntk.config import find_pipelines, parse_config, pick_pipeline  # noqa: F401
 
 ImageLike = Union[np.ndarray, torch.Tensor]
 Range = tuple[float, float]

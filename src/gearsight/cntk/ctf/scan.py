@@ -4,7 +4,7 @@ Why numba (issue 14; bench/bench_ctf.py --options and docs/BENCHMARKS.md have th
 C text parsers (``np.fromstring``, ``np.loadtxt``) and pyarrow's CSV reader read a dense float CTF
 file at 0.8-2.2x the plain Python parser, and none of them can step over stream names, sparse
 ``i:v`` pairs, comments or sequence ids, so every other form would still need a Python pass. A
-byte-level scanner compiled by numba follows ``ctf_grammar``'s rules directly and takes every form
+byte-level scanner compiled by numba follows ``grammar``'s rules directly and takes every form
 in one pass (10.6-17.6x the plain parser, CPU time). ``cache=True``: the ~10 CPU-seconds of compiling
 are paid once per machine.
 
