@@ -1,0 +1,51 @@
+"""Modules moved by issue 12 still import from their old paths for one release: the very same module,
+with a DeprecationWarning that names the new path (README, "Moved modules")."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+
+MOVED = {
+    "gearsight.data.ctf": "gearsight.cntk.ctf",
+    "gearsight.data.ctf_reader": "gearsight.cntk.ctf.reader",
+    "gearsight.data.ctf_grammar": "gearsight.cntk.ctf.grammar",
+    "gearsight.data.ctf_fast": "gearsight.cntk.ctf.fast",
+    "gearsight.data.ctf_batch": "gearsight.cntk.ctf.batch",
+    "gearsight.data.ctf_writer": "gearsight.cntk.ctf.writer",
+    "gearsight.data.ctf_scan": "gearsight.cntk.ctf.scan",
+    "gearsight.data.cntk_transforms": "gearsight.cntk.transforms",
+    "gearsight.data.mapfile": "gearsight.cntk.mapfile",
+}
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_old_path_is_the_new_module_and_warns(old):
+    new = importlib.import_module(MOVED[old])
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=f"{old} moved to {MOVED[old]}"):
+        module = importlib.import_module(old)
+    assert module is new
+    assert sys.modules[old] is new
+
+
+def test_old_from_import_still_gives_the_names():
+    sys.modules.pop("gearsight.data.cntk_transforms", None)
+    with pytest.warns(DeprecationWarning):
+        from gearsight.data.cntk_transforms import Pipeline, transforms_from_config
+    from gearsight.cntk.transforms import Pipeline as P2, transforms_from_config as t2
+
+    assert Pipeline is P2 and transforms_from_config is t2
+
+
+def test_cntk_config_keeps_every_public_name_though_they_now_live_in_two_modules():
+    sys.modules.pop("gearsight.data.cntk_config", None)
+    with pytest.warns(DeprecationWarning, match="gearsight.data.cntk_config moved to gearsight.cntk.config"):
+        old = importlib.import_module("gearsight.data.cntk_config")
+    import gearsight.cntk.config as config
+    import gearsight.cntk.transforms as transforms
+
+    assert old.parse_config is config.parse_config and old.find_pipelines is config.find_pipelines
+    assert old.build_transform is transforms.build_transform
+    assert old.transforms_from_config is transforms.transforms_from_config
