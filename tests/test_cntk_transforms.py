@@ -12,8 +12,8 @@ from PIL import Image
 
 from conftest import require_dataset
 from gearsight.cntk.transforms import (Color, Crop, HFlip, Intensity, Mean, Pipeline, Scale, find_pipelines,
-                                            read_mean_file, sample_rng, transform_batch, transforms_from_config)
-from gearsight.data.decode import decode_image
+                                       read_mean_file, sample_rng, transform_batch, transforms_from_config)
+from gearsight.image.decode import decode_image
 
 
 def _coords_image(tmp_path: Path, h: int = 48, w: int = 64) -> np.ndarray:

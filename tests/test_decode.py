@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gearsight.data.decode import DecodeError, decode_image, to_rgb
+from gearsight.image.decode import DecodeError, decode_image, to_rgb
 from imagefactory import assert_decoded, make_bad_images, make_good_images, write_huge_png_header
 
 

@@ -138,6 +138,22 @@ def test_only_the_cli_imports_commands():
     assert not bad, "\n".join(bad)
 
 
+def test_image_is_the_bottom_layer_and_torch_free():
+    """gearsight.image (decode, resize) is shared by packing and the torch-free scoring service: it
+    imports nothing from gearsight above it, and no torch at all, not even inside a function."""
+    graph = import_graph()
+    above = sorted(f"{m} imports {t}" for m, targets in graph.items() if _within(m, ("gearsight.image",))
+                   for t in targets if not _within(t, ("gearsight.image",)))
+    assert not above, "\n".join(above)
+    torch_imports = []
+    for path in (PACKAGE / "image").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            torch_imports += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("torch", "torchvision")]
+    assert not torch_imports, torch_imports
+
+
 def test_the_cycle_finder_finds_cycles():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []

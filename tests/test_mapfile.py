@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import require_dataset
 from gearsight.cntk.mapfile import MapFileDataset, read_map_file
 from gearsight.cntk.transforms import Crop, Mean, Pipeline, Scale, sample_rng, transforms_from_config
-from gearsight.data.decode import DecodeError
+from gearsight.image.decode import DecodeError
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40)]  # label i -> colour i
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from gearsight.data.decode import DecodeError, decode_image
 from gearsight.data.matting import (cutout, decode_rgba, flatten_on_white, gear_mask, is_cutout_alpha, mask_square,
                                     masks_for_pack)
+from gearsight.image.decode import DecodeError, decode_image
 from imagefactory import make_bad_images, make_good_images
 
 from conftest import require_dataset

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from gearsight.data.pack import PackedDataset, PackOptions, pack
-from gearsight.data.resize import fit_square
 from gearsight.data.sources import (Record, class_names, from_csv, from_folder, from_map_file, read_source,
                                     stratified_split)
+from gearsight.image.resize import fit_square
 from imagefactory import make_bad_images, make_good_images
 
 

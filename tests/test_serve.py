@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 
 from gearsight.checkpoint import ModelSpec, load_model, save_model
 from gearsight.client import ScoringClient, ScoringError
-from gearsight.data.decode import decode_image
+from gearsight.image.decode import decode_image
 from gearsight.models import create_model
 from gearsight.serve.preprocess import Preprocessor
 from imagefactory import write_huge_png_header
@@ -372,7 +372,8 @@ def test_serving_process_never_loads_torch(server):
         pytest.skip("needs Linux /proc to inspect the server's loaded libraries")
     libs = maps.read_text()
     assert "onnxruntime" in libs and "libtorch" not in libs
-    code = ("import sys, gearsight.cli, gearsight.serve.app, gearsight.client; gearsight.cli.build_parser(); "
+    code = ("import sys, gearsight.cli, gearsight.serve.app, gearsight.serve.cli, gearsight.client; "
+            "import gearsight.image.decode, gearsight.image.resize; gearsight.cli.build_parser(); "
             "bad = [m for m in sys.modules if m.split('.')[0] == 'torch']; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 

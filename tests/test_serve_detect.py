@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 
 from conftest import run_cli
-from gearsight.data.decode import decode_image
 from gearsight.detect.export import match_fraction
 from gearsight.detect.model import PRESETS, DetectorConfig, create_detector
 from gearsight.detect.predict import Detector, detector_spec, save_detector
+from gearsight.image.decode import decode_image
 from test_serve import make_model_file, make_photo, ok, running_server
 
 DET_CLASSES = ["RBC", "WBC", "Platelets"]

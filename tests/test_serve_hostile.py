@@ -25,9 +25,9 @@ import pytest
 from PIL import Image
 
 from gearsight.checkpoint import ModelSpec, load_model
-from gearsight.data.decode import decode_image
-from gearsight.data.resize import fit_square
 from gearsight.export import export_onnx
+from gearsight.image.decode import decode_image
+from gearsight.image.resize import fit_square
 from gearsight.serve.batching import DynamicBatcher
 from gearsight.serve.parse import parse_v2
 from gearsight.serve.preprocess import Preprocessor

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from gearsight.checkpoint import ModelSpec
-from gearsight.data.decode import decode_image
-from gearsight.data.resize import fit_square
+from gearsight.image.decode import decode_image
+from gearsight.image.resize import fit_square
 from gearsight.serve.batching import DynamicBatcher
 from gearsight.serve.errors import RequestError
 from gearsight.serve.parse import decode_base64, parse_score

@@ -29,7 +29,7 @@ class ModelSpec:
     arch_config: dict[str, Any]
     classes: list[str]
     input_size: int  # square side, pixels
-    resize: str = "pad"  # see gearsight.data.resize.fit_square
+    resize: str = "pad"  # see gearsight.image.resize.fit_square
     pad_fill: int = 255
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # on 0..1 pixel scale
     std: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])

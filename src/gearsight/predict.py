@@ -19,10 +19,10 @@ import torch
 from PIL import Image
 
 from gearsight.checkpoint import ModelSpec, load_model
-from gearsight.data.decode import decode_image, to_rgb
-from gearsight.data.resize import fit_square
 from gearsight.data.transforms import to_model_input
 from gearsight.devices import model_device, resolve_device
+from gearsight.image.decode import decode_image, to_rgb
+from gearsight.image.resize import fit_square
 from gearsight.tta import tta_logits
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]
@@ -40,7 +40,7 @@ class Prediction:
 
 
 def to_rgb_array(item: ImageLike) -> np.ndarray:
-    """Any supported input -> H x W x 3 uint8 RGB (the decode rules of data/decode.py)."""
+    """Any supported input -> H x W x 3 uint8 RGB (the decode rules of image/decode.py)."""
     if isinstance(item, (str, os.PathLike, bytes)):
         return decode_image(item)
     if isinstance(item, Image.Image):

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from gearsight.cntk.transforms import Pipeline, sample_rng, stack_images, transforms_from_config
-from gearsight.data.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+from gearsight.image.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 
 ZIP_SEP = "\0"  # between archive and member in a stored source: NUL cannot occur in a path
 

@@ -219,8 +219,8 @@ def run_predict(args: argparse.Namespace) -> int:
 def _draw_one(path: Path, result: dict, classes: list[str], out_dir: Path) -> None:
     from PIL import Image
 
-    from gearsight.data.decode import decode_image
     from gearsight.detect.draw import draw_boxes
+    from gearsight.image.decode import decode_image
 
     labels = [classes.index(name) for name in result["labels"]]
     drawn = draw_boxes(decode_image(path), result["boxes"], labels, classes, result["scores"])

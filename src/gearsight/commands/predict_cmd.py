@@ -19,7 +19,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gearsight.data.decode import DecodeError
+    from gearsight.image.decode import DecodeError
     from gearsight.predict import Classifier
 
     clf = Classifier.load(args.model, device=args.device)

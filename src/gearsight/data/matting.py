@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gearsight.data.decode import DEFAULT_MAX_PIXELS, ImageSource, decode_with, to_rgb
+from gearsight.image.decode import DEFAULT_MAX_PIXELS, ImageSource, decode_with, to_rgb
 
 #: Near-white: every channel at or above this (0..255). See the module docstring for the measurement.
 BG_THRESHOLD = 240
@@ -184,7 +184,7 @@ def cutout(src: ImageSource | np.ndarray, max_pixels: int = DEFAULT_MAX_PIXELS) 
 def mask_square(mask: np.ndarray, size: int, mode: str = "pad") -> np.ndarray:
     """A mask through ``resize.fit_square``'s geometry (pad with 0 = background): it stays aligned
     with the pixels ``gearsight pack`` stores for the same photo at ``size``/``mode``."""
-    from gearsight.data.resize import fit_square
+    from gearsight.image.resize import fit_square
 
     return np.ascontiguousarray(fit_square(np.repeat(mask[:, :, None], 3, axis=2), size, mode, fill=0)[:, :, 0])
 

@@ -28,8 +28,8 @@ import numpy as np
 from PIL import Image
 
 from gearsight.data.composite import draw_placement, paste
-from gearsight.data.decode import decode_image
 from gearsight.data.matting import cutout
+from gearsight.image.decode import decode_image
 
 POOLS = ("benchmark", "augment")
 SCENE_SUFFIXES = (".jpg", ".jpeg", ".png")

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gearsight.data.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
-from gearsight.data.resize import fit_square
 from gearsight.data.sources import SPLITS, Record, class_names
+from gearsight.image.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+from gearsight.image.resize import fit_square
 
 FORMAT = "gearsight-pack"
 FORMAT_VERSION = 1

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from gearsight.checkpoint import ModelSpec, read_spec, save_model
-from gearsight.data.decode import ImageSource, decode_image
 from gearsight.detect.model import ARCHS, IMAGE_MEAN, IMAGE_STD, DetectorConfig, create_detector
 from gearsight.devices import model_device, resolve_device
+from gearsight.image.decode import ImageSource, decode_image
 
 
 def detector_spec(arch: str, config: DetectorConfig, classes: list[str], category_ids: list[int],

@@ -12,8 +12,8 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from gearsight.data.decode import decode_image
 from gearsight.detect.records import DetectionRecord
+from gearsight.image.decode import decode_image
 
 PAD_FILL = 114  # grey for the padding added when a zoomed-out image is smaller than the crop
 

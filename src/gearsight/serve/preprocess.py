@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from gearsight.checkpoint import ModelSpec
-from gearsight.data.decode import FORMATS, DecodeError, decode_image, to_rgb, within_limit
-from gearsight.data.resize import crop_box, fit_square
+from gearsight.image.decode import FORMATS, DecodeError, decode_image, to_rgb, within_limit
+from gearsight.image.resize import crop_box, fit_square
 from gearsight.serve.errors import RequestError, too_large
 
 ORIENTATION = 0x0112  # EXIF tag
