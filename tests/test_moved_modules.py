@@ -17,6 +17,8 @@ MOVED = {
     "gearsight.data.ctf_scan": "gearsight.cntk.ctf.scan",
     "gearsight.data.cntk_transforms": "gearsight.cntk.transforms",
     "gearsight.data.mapfile": "gearsight.cntk.mapfile",
+    "gearsight.data.decode": "gearsight.image.decode",
+    "gearsight.data.resize": "gearsight.image.resize",
 }
 
 

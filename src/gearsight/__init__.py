@@ -1,9 +1,9 @@
 """gearsight: from folders of real photos to a CNN that is trained, measured, saved and served.
 
-Pipeline, one folder a stage: data (decode, sources, pack, transforms, loader) -> models -> train
--> evaluate / predict -> export -> serve; detect holds the object-detection counterpart, and cntk
-(CTF, map files, CNTK's transforms and configs) reads what a CNTK user brings. README "Layout" maps
-the modules; tests/test_import_graph.py keeps the imports acyclic.
+Pipeline, one folder a stage: image (decode, resize; torch-free) -> data (sources, pack, transforms,
+loader) -> models -> train -> evaluate / predict -> export -> serve; detect holds the object-detection
+counterpart, and cntk (CTF, map files, CNTK's transforms and configs) reads what a CNTK user brings.
+README "Layout" maps the modules; tests/test_import_graph.py keeps the imports acyclic.
 """
 from __future__ import annotations
 
