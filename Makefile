@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV     := $(BIN)/uv
 
-.PHONY: install lock demo test bench system-deps clean tf tf-lock notebooks
+.PHONY: install lock demo test bench bench-list system-deps clean tf tf-lock notebooks
 
 install: $(STAMP)
 
@@ -49,10 +49,29 @@ system-deps:
 test: install system-deps tf
 	$(BIN)/python -m pytest -q
 
+# The quick benchmarks: reduced forms of docs/BENCHMARKS.md's commands, seconds to a minute each,
+# ~3 minutes in all on 2 cores (nice 10; the detection and serving ones read ../shared/data or
+# GEARSIGHT_DATA). Their figures are smaller-sample versions of the documented runs, for a quick look
+# at this machine; the full commands, some of them an hour long, are what `make bench-list` prints.
+BENCH_NICE := nice -n 10 $(BIN)/python
+bench: install
+	@echo "== detection training step (bench_detect_step.py)"
+	$(BENCH_NICE) bench/bench_detect_step.py --steps 3 --settings cpu2,cpu1,profile
+	@echo "== matmul fp32 vs bf16, AirNet 32/128/128 step (bench_flops.py)"
+	$(BENCH_NICE) bench/bench_flops.py --steps 2 --widths 32/128/128 --matmul-size 1024 --bf16
+	@echo "== EfficientNet-Lite0 step by size and frozen stages (bench_freeze.py)"
+	$(BENCH_NICE) bench/bench_freeze.py --cases 128:0,144:2 --repeats 2
+	@echo "== CTF reader vs a line-by-line parser (bench_ctf.py)"
+	$(BENCH_NICE) bench/bench_ctf.py --samples 1000 --repeats 3
+	@echo "== serving: gearsight serve vs FastAPI + eager torch (bench_serve.py)"
+	$(BENCH_NICE) bench/bench_serve.py --requests 50 300 --rounds 1 --images 16
+	@echo "== serving parts: decode path, ONNX Runtime threads (bench_serve_parts.py)"
+	$(BENCH_NICE) bench/bench_serve_parts.py --images 16 --repeats 3 --runs 50
+
 # An index, not a run: each script reproduces a docs/BENCHMARKS.md claim in minutes to an hour on
 # 2 cores (bench_cifar 10/30 min, bench_bccd 60), most from ../shared/data, so none starts by
 # accident. Printed from each script's docstring: its purpose (first line) and its command lines.
-bench: install
+bench-list: install
 	@$(BIN)/python -c 'import ast, pathlib, re; \
 	  docs = {p: ast.get_docstring(ast.parse(p.read_text())) or "(no docstring)" for p in sorted(pathlib.Path("bench").glob("*.py"))}; \
 	  [print(f"{p}: {d.splitlines()[0]}", *[f"    {c.strip()}" for c in d.splitlines() if re.match(r"\s+(nice .*)?(\.venv/bin/)?python ", c)], "", sep="\n") for p, d in docs.items()]'

@@ -1,7 +1,7 @@
 """Compute rate on this CPU: matmul GFLOP/s in fp32 vs bf16, and AirNet's training FLOPs and step speed by width.
 
-    nice -n 10 .venv/bin/python bench/bench_flops.py [--threads 2] [--steps 3] [--widths 64/256/256,64/192/192,48/128/128,32/128/128]
-    nice -n 10 .venv/bin/python bench/bench_flops.py --steps 2 --widths 32/128/128 --matmul-size 1024   # make bench's quick form
+    nice -n 10 .venv/bin/python bench/bench_flops.py [--threads 2] [--steps 3] [--widths 64/256/256,64/192/192,48/128/128,32/128/128] [--bf16]
+    nice -n 10 .venv/bin/python bench/bench_flops.py --steps 2 --widths 32/128/128 --matmul-size 1024 --bf16   # make bench's quick form
 
 1. matmul: an n x n @ n x n product (--matmul-size, 2048 by default), fp32 and bf16 tensors, median of
    max(5, --steps) after a warm-up, in GFLOP/s (2 n^3 FLOPs a product). On CPUs without AVX512-BF16/AMX
