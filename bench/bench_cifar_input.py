@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from gearsight.cntk.ctf import iter_ctf_samples, write_ctf
-from gearsight.cntk.mapfile import MapFileDataset
+from gearsight.cntk.dataset import MapFileDataset
 from gearsight.data.cifar import read_cifar
 from gearsight.data.loader import Batches
 from gearsight.data.paths import shared_data_dir

@@ -14,7 +14,7 @@ from PIL import Image
 
 import gearsight.data.cifar as cifar
 from conftest import require_dataset
-from gearsight.cntk.mapfile import MapFileDataset
+from gearsight.cntk.dataset import MapFileDataset
 from gearsight.data.cifar import (UnsafePickleError, load_cifar, read_cifar, safe_unpickle, write_cifar_map_files,
                                   write_packed_cifar)
 from gearsight.data.pack import PackedDataset

@@ -154,6 +154,15 @@ def test_image_is_the_bottom_layer_and_torch_free():
     assert not torch_imports, torch_imports
 
 
+def test_cntk_is_a_plug_in_below_data():
+    """CNTK's formats are read by data/ (pack reads map files) and by training; cntk itself never
+    imports data/ or anything above it, only gearsight.image."""
+    graph = import_graph()
+    bad = sorted(f"{m} imports {t}" for m, targets in graph.items() if _within(m, ("gearsight.cntk",))
+                 for t in targets if not _within(t, ("gearsight.cntk", "gearsight.image")))
+    assert not bad, "\n".join(bad)
+
+
 def test_the_cycle_finder_finds_cycles():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from conftest import require_dataset
-from gearsight.cntk.mapfile import MapFileDataset, read_map_file
+from gearsight.cntk.dataset import MapFileDataset
+from gearsight.cntk.mapfile import read_map_file
 from gearsight.cntk.transforms import Crop, Mean, Pipeline, Scale, sample_rng, transforms_from_config
 from gearsight.image.decode import DecodeError
 

@@ -16,7 +16,6 @@ MOVED = {
     "gearsight.data.ctf_writer": "gearsight.cntk.ctf.writer",
     "gearsight.data.ctf_scan": "gearsight.cntk.ctf.scan",
     "gearsight.data.cntk_transforms": "gearsight.cntk.transforms",
-    "gearsight.data.mapfile": "gearsight.cntk.mapfile",
     "gearsight.data.decode": "gearsight.image.decode",
     "gearsight.data.resize": "gearsight.image.resize",
 }
@@ -51,3 +50,13 @@ def test_cntk_config_keeps_every_public_name_though_they_now_live_in_two_modules
     assert old.parse_config is config.parse_config and old.find_pipelines is config.find_pipelines
     assert old.build_transform is transforms.build_transform
     assert old.transforms_from_config is transforms.transforms_from_config
+
+
+def test_mapfile_keeps_its_names_though_the_dataset_moved_apart_from_the_parser():
+    sys.modules.pop("gearsight.data.mapfile", None)
+    with pytest.warns(DeprecationWarning, match="gearsight.data.mapfile moved to gearsight.cntk.mapfile"):
+        old = importlib.import_module("gearsight.data.mapfile")
+    import gearsight.cntk.dataset as dataset
+    import gearsight.cntk.mapfile as mapfile
+
+    assert old.MapFileDataset is dataset.MapFileDataset and old.read_map_file is mapfile.read_map_file

@@ -141,7 +141,7 @@ def train_mapfile(train_map: str | Path, val_map: str | Path, out: str | Path, t
     random parts (``Pipeline.for_evaluation``: centre crops, no flips or colour noise). Packed data trains ~12x faster; this is
     CNTK's image-deserializer path, for data that changes or does not fit a pack.
     """
-    from gearsight.cntk.mapfile import MapFileDataset
+    from gearsight.cntk.dataset import MapFileDataset
     from gearsight.data.loader import MapFileBatches
     from gearsight.train import fit
 

@@ -103,7 +103,7 @@ class MapFileBatches:
     """The trainer's batch interface over a CNTK map file, decoded and transformed every epoch.
 
     Where ``Batches`` serves packed uint8 from RAM, this reads each image file again each epoch and
-    applies the map file's CNTK transforms (gearsight.cntk.mapfile, cntk.transforms) on ``workers``
+    applies the map file's CNTK transforms (gearsight.cntk.dataset, cntk.transforms) on ``workers``
     processes: CNTK's image deserializer, for data that is not packed. It is ~12x slower than packed
     input (docs/BENCHMARKS.md, "CIFAR-10 training input") but needs no pack step and sees fresh
     random crops every epoch. Pipeline output (uint8 or float 0..255 pixels) is normalized with

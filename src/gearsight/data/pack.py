@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gearsight.cntk.mapfile import ZIP_SEP, display_source, read_source_bytes
 from gearsight.data.sources import SPLITS, Record, class_names
 from gearsight.image.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from gearsight.image.resize import fit_square
@@ -46,7 +47,12 @@ def read_and_decode(source: str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -
 
     The shared worker step of every packer: one bad file becomes a reason, never an exception.
     """
-    if isinstance(source, str):
+    if isinstance(source, str) and ZIP_SEP in source:  # a map file's archive.zip@member
+        try:
+            source = read_source_bytes(source)
+        except DecodeError as exc:
+            return None, "", exc.reason
+    elif isinstance(source, str):
         try:
             source = Path(source).read_bytes()
         except OSError as exc:
@@ -111,12 +117,13 @@ def pack(records: list[Record], out_dir: str | Path, opts: PackOptions = PackOpt
     labels, splits, items, skipped = [], [], [], []
     for record, pixels, digest, reason in _decoded(records, opts, workers, progress):
         if pixels is None:
-            skipped.append({"path": record.path, "reason": reason, "sha256": digest})
+            skipped.append({"path": display_source(record.path), "reason": reason, "sha256": digest})
             continue
         images[len(items)] = pixels
         labels.append(class_index[record.label])
         splits.append(SPLITS.index(record.split))
-        items.append({"path": record.path, "sha256": digest, "label": record.label, "split": record.split})
+        items.append({"path": display_source(record.path), "sha256": digest, "label": record.label,
+                      "split": record.split})
     images.flush()
     del images
     _finish_images(tmp_images, out_dir / "images.npy", len(items), s)

@@ -1,7 +1,8 @@
 """Where images come from -> a list of ``Record(path, label, split)``.
 
 Supported: a class-folder tree (``root/<class>/<file>``), a CSV ``path,label[,split]`` (paths
-relative to the CSV), and a CNTK map file (``path<TAB>label``, label an integer class index).
+relative to the CSV), and a CNTK map file (``path<TAB>label``, label an integer class index; parsed
+by gearsight.cntk.mapfile, the parser training uses).
 Records are sorted by path so every later step (packing, splitting) is deterministic.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class Record:
-    path: str  # absolute path of the image file
+    path: str  # absolute path of the image file (a map file's zip member: archive + NUL + member)
     label: str  # class name
     split: str | None = None  # "train" | "val" | "test", or None when the source has none
 
@@ -62,24 +63,15 @@ def from_csv(csv_path: str | Path) -> list[Record]:
 
 
 def from_map_file(map_path: str | Path) -> list[Record]:
-    """CNTK map file: ``path<TAB>label`` per line, label an integer; paths relative to the file."""
-    map_path = Path(map_path)
-    records = []
-    with open(map_path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            if len(parts) < 2:
-                raise ValueError(f"{map_path}, line {lineno}: expected 'path<TAB>label', got {line[:80]!r}")
-            path, label = parts[0].strip(), parts[1].strip()
-            if not label.lstrip("-").isdigit() or int(label) < 0:
-                raise ValueError(f"{map_path}, line {lineno}: label {label!r} is not a non-negative integer")
-            records.append(Record(str((map_path.parent / path).resolve()), str(int(label))))
-    if not records:
-        raise ValueError(f"{map_path}: no entries")
-    return records  # map-file order is meaningful to CNTK users: keep it
+    """CNTK map file, read by the one map-file parser (gearsight.cntk.mapfile), so ``pack`` accepts
+    exactly what training from the map file accepts: ``[key<TAB>]path<TAB>label``, label an integer,
+    ``...``-prefixed and other relative paths relative to the file, ``archive.zip@/member``,
+    Windows backslashes, a byte-order mark. A zip member's ``path`` is archive + NUL + member
+    (``mapfile.ZIP_SEP``; ``pack`` reads it from the archive)."""
+    from gearsight.cntk.mapfile import read_map_file
+
+    _, sources, labels, _ = read_map_file(map_path)
+    return [Record(sources[i], str(int(labels[i]))) for i in range(len(labels))]  # map-file order is kept
 
 
 def read_source(source: str | Path) -> list[Record]:
