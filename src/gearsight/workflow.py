@@ -17,7 +17,8 @@ from gearsight.config import TrainConfig
 
 def pack_source(source: str | Path, out: str | Path, size: int = 64, resize: str = "pad", fill: int = 255,
                 split=(0.7, 0.1, 0.2), seed: int = 0, workers: int | None = None, progress: bool = True) -> dict:
-    """Read a source (folder, CSV, map file, CIFAR-10 archive), split it if needed, pack it. Returns meta.
+    """Read a source (folder, CSV, map file, tar of class folders, CIFAR-10 archive), split it if
+    needed, pack it. Returns meta. What kind of source a path is, data/inputs.py decides.
 
     CIFAR-10 sources (the JPEG tar, cifar-10-python.tar.gz, cifar-10-batches-py/, Kaggle's layout)
     keep their official test set; ``split[1]`` of the train set becomes val.
@@ -35,10 +36,9 @@ def pack_source(source: str | Path, out: str | Path, size: int = 64, resize: str
 
 
 def is_cifar_source(source: str | Path) -> bool:
-    source = Path(source)
-    name = source.name.lower()
-    return (name.endswith((".tar", ".tar.gz", ".tgz")) or name == "cifar-10-batches-py"
-            or (source / "cifar-10-batches-py").is_dir() or (source / "trainLabels.csv").is_file())
+    from gearsight.data import inputs
+
+    return inputs.input_kind(source) == inputs.CIFAR
 
 
 def epochs_text(cfg: TrainConfig) -> str:

@@ -7,8 +7,9 @@ import argparse
 def register(subparsers) -> None:
     p = subparsers.add_parser("pack", help="decode images once into the packed uint8 format (or CTF)",
                               description="Decode, resize and store a source's images for fast training.")
-    p.add_argument("source", help="class-folder tree, CSV (path,label[,split]), CNTK map file, or a CIFAR-10 "
-                   "archive (cifar10_jpg.tar, cifar-10-python.tar.gz, cifar-10-batches-py/, Kaggle train/)")
+    p.add_argument("source", help="class-folder tree (or a .tar/.tar.gz of one), CSV (path,label[,split]), CNTK map "
+                   "file, or a CIFAR-10 archive (cifar10_jpg.tar, cifar-10-python.tar.gz, cifar-10-batches-py/, "
+                   "Kaggle train/)")
     p.add_argument("out", help="output folder (packed format) or .ctf file with --format ctf")
     g = p.add_argument_group("geometry")
     g.add_argument("--size", type=int, default=64, help="square side in pixels (default 64)")

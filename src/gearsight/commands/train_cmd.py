@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
 
         apply_pretrained_normalization(cfg)
     resolve_device(cfg.device)  # a --config file's device too: a clear error before any data is read
-    if str(args.data).lower().endswith(".txt"):
+    kind = _input_kind(args.data)
+    if kind == "map-file":
         from gearsight.workflow import train_mapfile
 
         if not args.val:
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         summary = train_mapfile(args.data, args.val, args.out, _text_or_file(args.transforms),
                                 _text_or_file(args.val_transforms), _ctf_classes(args), cfg, args.resume,
                                 not args.quiet, args.workers)
-    elif str(args.data).lower().endswith(".ctf"):
+    elif kind == "ctf":
         from gearsight.workflow import train_ctf
 
         if not args.val:
@@ -119,6 +120,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"best val accuracy {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}; "
           f"trained in {summary['train_seconds']:.1f} s; model: {summary['model']}")
     return 0
+
+
+def _input_kind(data: str) -> str | None:
+    """data/inputs.py's kind of ``data``; None where it has none (train_packed then says what is wrong)."""
+    from gearsight.data.inputs import input_kind
+
+    try:
+        return input_kind(data)
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def _text_or_file(value: str | None) -> str | None:

@@ -1,6 +1,7 @@
 """Training input: from a source (folder, CSV, map file, CIFAR archive) to batches.
 
-    sources (what files and labels a source holds) -> pack (decode + resize through gearsight.image,
+    inputs (what kind of input a path is: the one place that decides, for pack, train and detect)
+    -> sources (what files and labels a source holds) -> pack (decode + resize through gearsight.image,
     the packed uint8 format) -> loader (batches) + transforms (augmentation)
     cifar and datasets (known public datasets),
     matting / composite / outdoor (background augmentation and the outdoor benchmark)

@@ -64,8 +64,8 @@ def read_and_decode(source: str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -
         return None, digest, exc.reason
 
 
-def _decode_one(job: tuple[str, PackOptions]) -> tuple[np.ndarray | None, str, str]:
-    """Worker: file -> (resized pixels or None, sha256, error reason or '')."""
+def _decode_one(job: tuple[str | bytes, PackOptions]) -> tuple[np.ndarray | None, str, str]:
+    """Worker: file (path or bytes) -> (resized pixels or None, sha256, error reason or '')."""
     path, opts = job
     rgb, digest, reason = read_and_decode(path, opts.max_pixels)
     if rgb is None:
@@ -77,7 +77,7 @@ def _decoded(records: list[Record], opts: PackOptions, workers: int, progress: b
     """Yield (record, pixels, sha256, reason) in record order, decoding on ``workers`` processes."""
     from tqdm import tqdm
 
-    jobs = [(r.path, opts) for r in records]
+    jobs = [(r.path if r.data is None else r.data, opts) for r in records]
     bar = tqdm(total=len(jobs), desc="pack", unit="img", disable=not progress, smoothing=0.1)
     if workers <= 1:
         results = map(_decode_one, jobs)

@@ -1,20 +1,24 @@
 """Where images come from -> a list of ``Record(path, label, split)``.
 
-Supported: a class-folder tree (``root/<class>/<file>``), a CSV ``path,label[,split]`` (paths
-relative to the CSV), and a CNTK map file (``path<TAB>label``, label an integer class index; parsed
-by gearsight.cntk.mapfile, the parser training uses).
-Records are sorted by path so every later step (packing, splitting) is deterministic.
+Supported: a class-folder tree (``root/<class>/<file>``), the same tree inside a tar, a CSV
+``path,label[,split]`` (paths relative to the CSV), and a CNTK map file (``path<TAB>label``, label an
+integer class index; parsed by gearsight.cntk.mapfile, the parser training uses). Which one a path
+is, data/inputs.py decides. Records are sorted by path so every later step (packing, splitting) is
+deterministic; a map file keeps its order.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
 import random
+import tarfile
 from collections import defaultdict
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+from gearsight.data import inputs
+from gearsight.data.inputs import IMAGE_SUFFIXES  # noqa: F401  (cifar.py and callers import it from here)
+
 SPLITS = ("train", "val", "test")
 
 
@@ -23,6 +27,9 @@ class Record:
     path: str  # absolute path of the image file (a map file's zip member: archive + NUL + member)
     label: str  # class name
     split: str | None = None  # "train" | "val" | "test", or None when the source has none
+    data: bytes | None = field(default=None, repr=False, compare=False)  # the file's bytes when it has no path
+                                                                         # of its own (a tar member: path is
+                                                                         # "archive::member")
 
 
 def from_folder(root: str | Path) -> list[Record]:
@@ -74,19 +81,46 @@ def from_map_file(map_path: str | Path) -> list[Record]:
     return [Record(sources[i], str(int(labels[i]))) for i in range(len(labels))]  # map-file order is kept
 
 
+def from_tar(tar_path: str | Path) -> list[Record]:
+    """A tar (any compression) of class folders, ``[root/]<class>/<file>``: read in one pass, each
+    image kept as bytes (``Record.data``; path ``archive::member``). The class is the first folder
+    below the folders every image shares, as ``from_folder`` takes the first folder below ``root``."""
+    tar_path = Path(tar_path)
+    members: list[tuple[PurePosixPath, bytes]] = []
+    try:
+        with tarfile.open(tar_path) as tar:
+            for member in tar:
+                name = PurePosixPath(member.name)
+                if member.isfile() and name.suffix.lower() in IMAGE_SUFFIXES and not inputs.hidden(name):
+                    members.append((name, tar.extractfile(member).read()))
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ValueError(f"{tar_path}: cannot read the tar archive ({exc})") from None
+    members = [(name, data) for name, data in members if len(name.parts) > 1]  # as from_folder: none at the root
+    folders = [name.parts[:-1] for name, _ in members]
+    if not folders:
+        raise ValueError(f"{tar_path}: no images in class folders (expected [root/]<class>/<image> inside the tar)")
+    depth = min(len(f) for f in folders) - 1  # every image keeps at least its class folder
+    while depth > 0 and len({f[:depth] for f in folders}) > 1:
+        depth -= 1
+    records = [Record(f"{tar_path.resolve()}::{name}", name.parts[depth], data=data) for name, data in members]
+    return sorted(records, key=lambda r: r.path)
+
+
 def read_source(source: str | Path) -> list[Record]:
-    """Dispatch on what ``source`` is: folder, .csv, or map file (.txt/.tsv/.map)."""
+    """Dispatch on what ``source`` is (data/inputs.py): folder, .csv (or a folder with split.csv),
+    map file (.txt/.tsv/.map), or a tar of class folders."""
     source = Path(source)
-    if source.is_dir():
-        csv_in_dir = source / "split.csv"
-        return from_csv(csv_in_dir) if csv_in_dir.is_file() else from_folder(source)
-    if not source.exists():
-        raise FileNotFoundError(f"source not found: {source}")
-    if source.suffix.lower() == ".csv":
-        return from_csv(source)
-    if source.suffix.lower() in {".txt", ".tsv", ".map"}:
+    kind = inputs.input_kind(source)
+    if kind == inputs.CSV:
+        return from_csv(source / "split.csv" if source.is_dir() else source)
+    if kind == inputs.FOLDER:
+        return from_folder(source)
+    if kind == inputs.MAP_FILE:
         return from_map_file(source)
-    raise ValueError(f"{source}: unknown source type (want a folder, .csv, or a map file .txt/.tsv/.map)")
+    if kind == inputs.TAR:
+        return from_tar(source)
+    raise ValueError(f"{source}: a {kind} input is not a list of image files (want a folder, .csv, "
+                     "a map file .txt/.tsv/.map, or a .tar of class folders)")
 
 
 def class_names(records: list[Record]) -> list[str]:
@@ -118,4 +152,4 @@ def stratified_split(records: list[Record], fractions=(0.7, 0.1, 0.2), seed: int
         n_val = round(fractions[1] * len(items))
         for i, r in enumerate(items):
             assigned[r.path] = "train" if i < n_train else "val" if i < n_train + n_val else "test"
-    return [r if r.split is not None else Record(r.path, r.label, assigned[r.path]) for r in records]
+    return [r if r.split is not None else replace(r, split=assigned[r.path]) for r in records]

@@ -11,21 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from gearsight.data.inputs import find_voc_root
 from gearsight.detect.records import DetectionData, DetectionRecord, IssueLog, check_boxes, require_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def find_voc_root(path: str | Path) -> Path | None:
-    """``path`` if it holds ``Annotations/``, or its only child that does (``bccd/BCCD``), else None."""
-    path = Path(path)
-    if (path / "Annotations").is_dir():
-        return path
-    if path.is_dir():
-        children = [c for c in path.iterdir() if (c / "Annotations").is_dir()]
-        if len(children) == 1:
-            return children[0]
-    return None
 
 
 def _text(node: ET.Element, tag: str, where: str) -> str:
