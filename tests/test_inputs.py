@@ -106,8 +106,10 @@ def test_every_kind_is_decided_in_one_place(tmp_path):
     with pytest.raises(FileNotFoundError):
         input_kind(tmp_path / "none.tar")
     # train takes a map file by any of its names (it took only .txt), a .ctf, else a packed folder
-    assert [_input_kind(str(tmp_path / n)) for n in ("m.tsv", "m.map", "d.train.ctf", "packed", "none")] == [
+    assert [_input_kind(str(tmp_path / n)) for n in ("m.tsv", "m.map", "d.train.ctf", "packed", "notes.pdf")] == [
         "map-file", "map-file", "ctf", "packed", None]
+    with pytest.raises(FileNotFoundError, match="input not found"):
+        _input_kind(str(tmp_path / "gone_map.txt"))
 
 
 def test_detection_inputs(tmp_path):

@@ -123,12 +123,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _input_kind(data: str) -> str | None:
-    """data/inputs.py's kind of ``data``; None where it has none (train_packed then says what is wrong)."""
+    """data/inputs.py's kind of ``data`` (FileNotFoundError if it is missing); None where it has none
+    (train_packed then says what is wrong)."""
     from gearsight.data.inputs import input_kind
 
     try:
         return input_kind(data)
-    except (FileNotFoundError, ValueError):
+    except ValueError:
         return None
 
 
