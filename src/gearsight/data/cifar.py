@@ -3,7 +3,7 @@
     data = load_cifar("../shared/data/cifar10/cifar10_jpg.tar")
     x_train, y_train = data["train"]          # (50000, 32, 32, 3) uint8 RGB, int64
     write_packed_cifar(path, "work/cifar10", val_fraction=0.1)   # then `gearsight train work/cifar10`
-    write_cifar_map_files(path, "work/cifar10-maps")    # PNGs + train_map.txt / test_map.txt for mapfile.py
+    write_cifar_map_files(path, "work/cifar10-maps")    # PNGs + train_map.txt / test_map.txt for cntk.dataset.MapFileDataset
 
 Sources (``load_cifar`` tells them apart):
 - a tar of class folders ``train/<class>/*.jpg``, ``test/<class>/*.jpg`` (any compression, any
