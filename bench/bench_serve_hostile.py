@@ -41,6 +41,11 @@ import bench_serve  # noqa: E402  (load generator, servers, gear photos)
 
 MiB = 1 << 20
 CLIENTS = 64
+# The hostile clients connect from another loopback address (all of 127/8 is this machine's), as
+# hostile clients on a network come from addresses of their own: the server takes client addresses
+# in turn (serve/fairpool.py) and caps each one's share of the queue. --same-address sends them
+# from 127.0.0.1 as the normal client, where that cannot help.
+ATTACKER_ADDRESS = "127.0.0.2"
 
 
 # ---------------------------------------------------------------- hostile requests
@@ -92,7 +97,7 @@ async def _status(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return int(head.split(b" ", 2)[1]), any(x.startswith(b"connection: close") for x in lines)
 
 
-async def attacker(port: int, requests, seconds: float, counts: Counter, k: int) -> None:
+async def attacker(port: int, requests, seconds: float, counts: Counter, k: int, source: str) -> None:
     stop = time.monotonic() + seconds
     reader = writer = None
     i = k
@@ -101,7 +106,7 @@ async def attacker(port: int, requests, seconds: float, counts: Counter, k: int)
         i += 1
         try:
             if writer is None:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
             send = asyncio.ensure_future(_send(writer, head, body, b"chunked" in head))
             send.add_done_callback(lambda t: t.cancelled() or t.exception())  # a reset is expected
             status, close = await asyncio.wait_for(_status(reader), 60)
@@ -119,13 +124,13 @@ async def attacker(port: int, requests, seconds: float, counts: Counter, k: int)
             writer = None
 
 
-def attack(port: int, seconds: float, out: multiprocessing.Queue, only: str = "") -> None:
+def attack(port: int, seconds: float, out: multiprocessing.Queue, only: str = "", source: str = ATTACKER_ADDRESS) -> None:
     """The 64 hostile clients, in a process of their own (their CPU is not the normal client's)."""
     requests = [r for r in hostile_requests() if not only or any(w in r[0] for w in only.split(","))]
     counts: Counter = Counter()
 
     async def run():
-        await asyncio.gather(*(attacker(port, requests, seconds, counts, k) for k in range(CLIENTS)))
+        await asyncio.gather(*(attacker(port, requests, seconds, counts, k, source) for k in range(CLIENTS)))
 
     asyncio.run(run())
     out.put(dict(counts))
@@ -179,7 +184,8 @@ def pct(latencies: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(latencies) * 1000, q))
 
 
-def hostile_round(onnx: Path, requests: list[bytes], seconds: float, idle_requests: int, only: str = "") -> dict:
+def hostile_round(onnx: Path, requests: list[bytes], seconds: float, idle_requests: int, only: str = "",
+                  source: str = ATTACKER_ADDRESS) -> dict:
     port = bench_serve.free_port()
     proc = bench_serve.start_server([sys.executable, "-m", "gearsight", "serve", str(onnx), "--name", "model",
                                      "--port", str(port)], port)
@@ -190,7 +196,7 @@ def hostile_round(onnx: Path, requests: list[bytes], seconds: float, idle_reques
         sampler = RssSampler(proc.pid)
         sampler.start()
         queue: multiprocessing.Queue = multiprocessing.get_context("spawn").Queue()
-        attackers = multiprocessing.get_context("spawn").Process(target=attack, args=(port, seconds, queue, only))
+        attackers = multiprocessing.get_context("spawn").Process(target=attack, args=(port, seconds, queue, only, source))
         attackers.start()
         time.sleep(2.0)  # let all 64 get going
         hot, hot_status = asyncio.run(normal_client(port, requests, seconds - 4.0, 1))
@@ -215,6 +221,8 @@ def main() -> None:
     ap.add_argument("--idle-requests", type=int, default=400)
     ap.add_argument("--skip-throughput", action="store_true", help="only the hostile part")
     ap.add_argument("--before-src", type=Path, help="passed to bench_serve.py: the same servers from this src/ too")
+    ap.add_argument("--same-address", action="store_true",
+                    help="hostile clients from 127.0.0.1, the normal client's address (default: 127.0.0.2)")
     ap.add_argument("--only", default="", help="attacks whose names contain one of these comma-separated words")
     args = ap.parse_args()
 
@@ -224,10 +232,11 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "gearsight", "export", str(model), "--out", str(onnx)], check=True, cwd=REPO)
     requests = bench_serve.build_requests(bench_serve.gear_images(64))
     print(f"machine: {os.cpu_count()} cores; model: random-init GearNet 64 px, 12 classes; {CLIENTS} hostile clients "
-          f"for {args.seconds:g} s a round; {args.rounds} rounds", flush=True)
+          f"from {'127.0.0.1' if args.same_address else ATTACKER_ADDRESS} for {args.seconds:g} s a round; {args.rounds} rounds", flush=True)
     rounds = []
     for i in range(args.rounds):
-        r = hostile_round(onnx, requests, args.seconds, args.idle_requests, args.only)
+        r = hostile_round(onnx, requests, args.seconds, args.idle_requests, args.only,
+                          "127.0.0.1" if args.same_address else ATTACKER_ADDRESS)
         rounds.append(r)
         print(f"round {i + 1}: idle p50 {r['idle_p50']:.2f} ms p99 {r['idle_p99']:.2f} ms | under attack p50 "
               f"{r['hot_p50']:.2f} ms p99 {r['hot_p99']:.2f} ms ({r['hot_n']} requests) | p99 ratio "

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import threading
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -300,6 +301,45 @@ def test_queue_bound_answers_429_with_retry_after_and_no_5xx(files):
         busy = next(r for r in answers if r.status_code == 429)
         assert busy.headers["retry-after"] == "1" and "server busy" in busy.json()["error"]
         assert_still_scores_open(url, files)
+
+
+def test_one_client_address_cannot_take_the_whole_queue(files):
+    """A flood from 127.0.0.2 gets 429s past its half of the queue; 127.0.0.1 is still admitted.
+    Before the per-address share, the flood held every place and the other address got 429 too."""
+    with running_server(files["onnx"], "--max-queue", "4", "--max-items", "4", "--max-body-mb", "64",
+                        "--body-budget-mb", "1024") as (url, _):
+        body = slow_body(files, 4)
+        flood = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=60)
+
+        def hostile(_):
+            return flood.post(url + "/score", **body).status_code
+
+        with ThreadPoolExecutor(6) as pool:
+            hostile_codes = pool.map(hostile, range(12))
+            time.sleep(0.3)  # the flood is in: its share (2 of 4) taken, the rest refused
+            normal = [httpx.post(url + "/score", json={"image": b64(files["photo"].read_bytes())}, timeout=60)
+                      for _ in range(3)]
+            hostile_codes = sorted(hostile_codes)
+        flood.close()
+        assert 429 in hostile_codes and max(hostile_codes) < 500, hostile_codes
+        assert [r.status_code for r in normal] == [200, 200, 200], [r.text for r in normal]
+
+
+def test_decode_threads_take_client_addresses_in_turn():
+    """A client with a backlog of 20 jobs does not make another client's one job wait behind them all."""
+    from gearsight.serve.fairpool import FairPool
+
+    pool, order, gate = FairPool(1), [], threading.Event()
+    pool.submit("busy", gate.wait)  # holds the one worker while both queues fill
+    backlog = [pool.submit("busy", lambda i=i: order.append(("busy", i))) for i in range(20)]
+    lone = pool.submit("other", lambda: order.append(("other", 0)))
+    gate.set()
+    lone.result(timeout=5)
+    for f in backlog:
+        f.result(timeout=5)
+    pool.shutdown()
+    assert order.index(("other", 0)) <= 1, order  # at most one more "busy" job before its turn
+    assert [i for who, i in order if who == "busy"] == list(range(20))  # each client's own order kept
 
 
 def assert_still_scores_open(url: str, files) -> None:

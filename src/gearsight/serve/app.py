@@ -64,7 +64,7 @@ def create_app(model: str | os.PathLike | OnnxModel, config: ServeConfig | None 
     metrics = Metrics(model.name, model.version)
     engine = Engine(model, batching=config.batching, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms,
                     workers=config.workers, on_batch=metrics.observe_batch, max_queue=config.max_queue,
-                    timeout_s=config.timeout_s)
+                    timeout_s=config.timeout_s, max_queue_per_client=config.max_queue_per_client)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -1,10 +1,20 @@
 """Dynamic batching: requests that arrive together share one model run.
 
-A worker task takes the first queued input, then keeps collecting until ``max_batch`` rows or
-``max_wait_s`` have passed, and runs the batch on a dedicated thread (ONNX Runtime releases the
-GIL, so the event loop keeps parsing and decoding meanwhile). It waits only while other requests
-are still being decoded (``expecting``): a lone request at low load runs at once, with no added
-latency, and under load batches form from requests decoded while the previous batch ran.
+A worker thread takes the first queued input, then keeps collecting until ``max_batch`` rows or
+``max_wait_s`` have passed, runs the batch and hands each request its rows. It waits only while
+other requests are still being decoded (``expecting``): a lone request at low load runs at once,
+with no added latency, and under load batches form from requests decoded while the previous batch ran.
+
+Why threads and not an asyncio task: a request's result travels decode thread -> this queue ->
+the worker -> the request's ``concurrent.futures.Future`` without touching the event loop, which
+it meets once, when the answer is ready. An asyncio worker cost four trips through the loop (decode
+done, queue get, run done, result); with 64 hostile clients keeping the loop busy each trip waited
+a full turn of it, and the normal client's p99 was 18.9x its idle p99 (docs/BENCHMARKS.md,
+"Serving under hostile load").
+
+Its queue serves client addresses in turn (``FairQueue``): a batch takes one input of each
+client with inputs waiting before a second of any, so a client with 32 requests queued does not
+put them all in front of another's one.
 
 The queue is bounded (a full one is a 429, never unbounded memory), and the worker is supervised:
 if it dies (a MemoryError in ``np.concatenate``, a bug), the requests in its hands get the error,
@@ -13,90 +23,124 @@ if it dies (a MemoryError in ``np.concatenate``, a bug), the requests in its han
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from concurrent.futures import Executor
+import queue
+import threading
+import time
+from concurrent.futures import Executor, Future, InvalidStateError
 from typing import Callable
 
 import numpy as np
 
 from gearsight.serve.errors import busy
+from gearsight.serve.fairpool import FairQueue
 
 log = logging.getLogger("gearsight.serve")
-Item = tuple[np.ndarray, asyncio.Future]
+Item = tuple[np.ndarray, Future]
+_STOP = object()  # queued by stop(): the worker returns
+
+
+def deliver(future: Future, result=None, exc: BaseException | None = None) -> None:
+    """Set a result or an exception unless the request gave up (deadline, client gone) first."""
+    try:
+        if exc is not None:
+            future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+        else:
+            future.set_result(result)
+    except InvalidStateError:  # cancelled by its request's deadline
+        pass
 
 
 class DynamicBatcher:
     def __init__(self, run: Callable[[np.ndarray], np.ndarray], executor: Executor, max_batch: int,
                  max_wait_s: float, on_batch: Callable[[int], None] = lambda n: None, max_queue: int = 1024,
                  restart_delay_s: float = 0.1):
+        """``executor``: a one-thread pool the worker loop runs on (for its whole life)."""
         self.run, self.executor = run, executor
         self.max_batch, self.max_wait_s, self.on_batch = max_batch, max_wait_s, on_batch
         self.restart_delay_s = restart_delay_s
-        self.expecting = 0  # requests being decoded that will submit soon
+        self.expecting = 0  # requests being decoded that will submit soon (expect() changes it)
         self.healthy = False  # the worker is running (readiness)
         self.deaths = 0  # times the worker died and was restarted
-        self._queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=max_queue)
+        self._lock = threading.Lock()
+        self._queue: FairQueue[Item | object] = FairQueue(maxsize=max_queue)
         self._carry: Item | None = None  # an item that did not fit the previous batch
         self._in_hand: list[Item] = []  # the batch being collected or run
-        self._task: asyncio.Task | None = None
+        self._stopping = False
+        self._task: Future | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._supervise())
+        self._stopping = False
+        self._task = self.executor.submit(self._supervise)
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._stopping = True
+        try:
+            self._queue.put("\0stop", _STOP)
+        except queue.Full:
+            pass  # the worker sees _stopping after its current batch
+        if self._task is not None:
+            await asyncio.wait([asyncio.wrap_future(self._task)], timeout=5.0)
         self.healthy = False
 
-    async def submit(self, x: np.ndarray) -> np.ndarray:
-        """``x``: ``k x ...`` inputs of one request -> its ``k`` output rows."""
-        future = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait((x, future))
-        except asyncio.QueueFull:
-            raise busy(f"server busy: {self._queue.maxsize} inputs are waiting for the model; retry later") from None
-        return await future
+    def expect(self, n: int) -> None:
+        """+1 when a request starts decoding for this batcher, -1 when it has submitted or failed."""
+        with self._lock:
+            self.expecting += n
 
-    async def _supervise(self) -> None:
-        while True:
+    def put(self, x: np.ndarray, future: Future, client: str = "") -> None:
+        """Thread-safe: ``x`` (``k x ...`` inputs of one request) is run in ``client``'s turn;
+        ``future`` gets its ``k`` rows."""
+        try:
+            self._queue.put(client, (x, future))
+        except queue.Full:
+            raise busy(f"server busy: {self._queue.maxsize} inputs are waiting for the model; retry later") from None
+
+    async def submit(self, x: np.ndarray) -> np.ndarray:
+        """``put`` from the event loop, awaiting the rows."""
+        future: Future = Future()
+        self.put(x, future)
+        return await asyncio.wrap_future(future)
+
+    def _supervise(self) -> None:
+        while not self._stopping:
             self.healthy = True
             try:
-                await self._work()
-            except asyncio.CancelledError:
-                raise
+                self._work()
             except BaseException as exc:  # noqa: BLE001 - MemoryError or a bug: fail this batch, restart
+                # Readiness and the count first: whoever the failure wakes sees the worker as down.
                 self.healthy, self.deaths = False, self.deaths + 1
                 log.error("batching worker died (%s: %s); restarting", type(exc).__name__, exc)
-                self._fail(self._in_hand, exc)
+                for _, future in self._in_hand:
+                    deliver(future, exc=exc)
                 self._in_hand = []
-                await asyncio.sleep(self.restart_delay_s)
+                time.sleep(self.restart_delay_s)
 
-    @staticmethod
-    def _fail(items: list[Item], exc: BaseException) -> None:
-        for _, future in items:
-            if not future.done():
-                future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
-
-    async def _next(self, deadline: float) -> Item | None:
-        with contextlib.suppress(asyncio.QueueEmpty):
+    def _next(self, deadline: float) -> Item | None:
+        try:
             return self._queue.get_nowait()
-        timeout = deadline - asyncio.get_running_loop().time()
+        except queue.Empty:
+            pass
+        timeout = deadline - time.monotonic()
         if self.expecting <= 0 or timeout <= 0:
             return None
-        with contextlib.suppress(asyncio.TimeoutError):
-            return await asyncio.wait_for(self._queue.get(), timeout)
-        return None
+        try:
+            return self._queue.get(timeout)
+        except queue.Empty:
+            return None
 
-    async def _collect(self) -> list[Item]:
-        first, self._carry = self._carry or await self._queue.get(), None
+    def _collect(self) -> list[Item] | None:
+        first, self._carry = self._carry or self._queue.get(), None
+        if first is _STOP:
+            return None
         items, rows = [first], len(first[0])
         self._in_hand = items
-        deadline = asyncio.get_running_loop().time() + self.max_wait_s
+        deadline = time.monotonic() + self.max_wait_s
         while rows < self.max_batch:
-            item = await self._next(deadline)
+            item = self._next(deadline)
+            if item is _STOP:
+                self._stopping = True
+                break
             if item is None:
                 break
             if rows + len(item[0]) > self.max_batch:
@@ -106,20 +150,22 @@ class DynamicBatcher:
             rows += len(item[0])
         return items
 
-    async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            items = await self._collect()
+    def _work(self) -> None:
+        while not self._stopping:
+            items = self._collect()
+            if items is None:
+                return
             batch = items[0][0] if len(items) == 1 else np.concatenate([x for x, _ in items])
             self.on_batch(len(batch))
             try:
-                out = await loop.run_in_executor(self.executor, self.run, batch)
+                out = self.run(batch)
             except Exception as exc:  # noqa: BLE001 - delivered to each waiting request
-                self._fail(items, exc)
+                for _, future in items:
+                    deliver(future, exc=exc)
+                self._in_hand = []
                 continue
             start = 0
             for x, future in items:
-                if not future.done():  # the client may have gone away
-                    future.set_result(out[start : start + len(x)])
+                deliver(future, out[start : start + len(x)])
                 start += len(x)
             self._in_hand = []

@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "4 to 40 MP; a JPEG over it is decoded at 1/2..1/8 scale)")
     lim.add_argument("--max-items", type=int, default=d.max_items, help="images or tensors in one request")
     lim.add_argument("--max-queue", type=int, default=d.max_queue, help="requests decoding, waiting or running at once")
+    lim.add_argument("--max-queue-per-client", type=int, default=None,
+                     help="of those, from one client address (default: half of --max-queue; behind a proxy that "
+                          "does not pass the client's address, set it to --max-queue)")
     lim.add_argument("--body-budget-mb", type=float, default=d.body_budget_bytes / 2**20,
                      help="request bodies over 1 MiB in flight at once, MiB")
     lim.add_argument("--limit-concurrency", type=int, default=d.limit_concurrency,
@@ -117,7 +120,7 @@ def serve(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"model file not found: {args.model}")
     _check_model_file(args.model)
     for flag in ("max_body_mb", "max_pixels", "max_items", "top_k", "max_batch", "workers", "threads", "max_queue",
-                 "body_budget_mb", "limit_concurrency", "timeout", "shutdown_timeout"):
+                 "max_queue_per_client", "body_budget_mb", "limit_concurrency", "timeout", "shutdown_timeout"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     if args.max_wait_ms < 0:
@@ -127,7 +130,7 @@ def serve(args: argparse.Namespace) -> int:
         max_items=args.max_items, top_k=args.top_k, batching=args.batching, max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms, workers=args.workers, threads=args.threads, max_queue=args.max_queue,
         body_budget_bytes=int(args.body_budget_mb * 2**20), limit_concurrency=args.limit_concurrency,
-        timeout_s=args.timeout, shutdown_timeout_s=args.shutdown_timeout,
+        timeout_s=args.timeout, shutdown_timeout_s=args.shutdown_timeout, max_queue_per_client=args.max_queue_per_client,
     )
     config.api_key = _api_key(args) or config.api_key
     if not config.api_key and not _loopback(args.host):

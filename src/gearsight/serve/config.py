@@ -31,6 +31,8 @@ class ServeConfig:
     detect_min_score: float = 0.3  # /detect drops weaker boxes; ?min_score=N overrides
     # Back-pressure (docs/SERVING.md "Limits"): past these a request is a 429 with Retry-After.
     max_queue: int = 64  # requests decoding, waiting or running at once
+    max_queue_per_client: int | None = None  # of those, from one client address; None: max_queue // 2
+    # (so one address cannot fill the queue; behind a proxy every request has the proxy's address)
     body_budget_bytes: int = 64 * 1024 * 1024  # bodies over 1 MiB in flight at once, bytes
     limit_concurrency: int = 512  # uvicorn: connections + requests at once (over it: uvicorn's own 503)
     timeout_s: float = 30.0  # per-request deadline from decode to answer (503 past it)

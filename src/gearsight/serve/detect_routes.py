@@ -22,7 +22,7 @@ from gearsight.serve import openapi
 from gearsight.serve.errors import RequestError
 from gearsight.serve.parse import LAYOUTS, _check_dtype, decode_base64, parse_json, tensor
 from gearsight.serve.preprocess import decode_request_image, pixels_from_floats
-from gearsight.serve.routes import HEAVY_BYTES, _uploads, is_heavy, json_response, service
+from gearsight.serve.routes import HEAVY_BYTES, _uploads, client_of, is_heavy, json_response, service
 
 router = APIRouter()
 
@@ -109,7 +109,7 @@ async def detect(request: Request) -> Response:
                     for i, it in enumerate(items)]
         return _detect_each(svc, decoders, min_score), is_list
 
-    results, is_list = await svc.engine.run(work, heavy=is_heavy(body))
+    results, is_list = await svc.engine.run(work, heavy=is_heavy(body), client=client_of(request))
     return json_response({"results": results} if is_list else results[0])
 
 
@@ -120,5 +120,5 @@ async def detect_file(request: Request) -> Response:
     uploads = await _uploads(request, svc)
     decoders = [functools.partial(_image_pixels, data, name, svc.config.max_pixels) for name, data in uploads]
     results = await svc.engine.run(lambda: _detect_each(svc, decoders, min_score),
-                                   heavy=sum(len(d) for _, d in uploads) > HEAVY_BYTES)
+                                   heavy=sum(len(d) for _, d in uploads) > HEAVY_BYTES, client=client_of(request))
     return json_response({"results": [{"filename": name, **r} for (name, _), r in zip(uploads, results)]})

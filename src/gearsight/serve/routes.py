@@ -54,6 +54,12 @@ def service(request: Request) -> Service:
     return request.app.state.service
 
 
+def client_of(request: Request) -> str:
+    """The address whose turn a request waits for (engine.FairPool); behind a proxy, run uvicorn
+    with --proxy-headers/--forwarded-allow-ips so this is the user's, not the proxy's."""
+    return request.client.host if request.client else ""
+
+
 def json_response(payload, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     # Serialised here, not by FastAPI's jsonable_encoder: the payload is plain JSON types already.
     # allow_nan=False: NaN/Infinity are not JSON; Engine.score refuses them before this point.
@@ -93,7 +99,7 @@ async def score(request: Request) -> Response:
         batch, sent_list = run(parse_score, body, svc.pre, svc.config.max_items)
         return batch
 
-    probs = await svc.engine.score(prepare, heavy=heavy)
+    probs = await svc.engine.score(prepare, heavy=heavy, client=client_of(request))
     results = [{"predictions": predictions(svc, row, k)} for row in probs]
     return json_response({"results": results} if sent_list else results[0])
 
@@ -118,7 +124,7 @@ async def score_file(request: Request) -> Response:
     def prepare() -> np.ndarray:
         return (svc.engine.offload if heavy else _call)(prepare_files, uploads, svc.pre)
 
-    probs = await svc.engine.score(prepare, heavy=heavy)
+    probs = await svc.engine.score(prepare, heavy=heavy, client=client_of(request))
     results = [{"filename": name, "predictions": predictions(svc, row, k)} for (name, _), row in zip(uploads, probs)]
     return json_response({"results": results})
 

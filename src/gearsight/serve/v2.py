@@ -17,7 +17,7 @@ from gearsight import __version__
 from gearsight.serve.errors import RequestError
 from gearsight.serve import openapi
 from gearsight.serve.parse import V2Request, parse_v2
-from gearsight.serve.routes import Service, _call, is_heavy, json_response, service
+from gearsight.serve.routes import Service, _call, client_of, is_heavy, json_response, service
 
 router = APIRouter(prefix="/v2")
 MODEL_PATHS = ("/models/{name}", "/models/{name}/versions/{version}")
@@ -122,7 +122,7 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
         parsed.append(run(parse_v2, body, svc.pre, svc.config.max_items, header_length))
         return parsed[0].batch
 
-    probs = await svc.engine.score(prepare, heavy=heavy)
+    probs = await svc.engine.score(prepare, heavy=heavy, client=client_of(request))
     return _answer(svc, parsed[0], probs)
 
 
