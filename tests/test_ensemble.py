@@ -98,6 +98,8 @@ def test_ensemble_model_file_evaluates_and_exports_to_onnx_unchanged(ensemble_ru
 
 
 def test_ensemble_refuses_map_files_with_a_clear_error(tmp_path):
+    (tmp_path / "train.txt").write_text("")  # found, so the refusal is about the ensemble, not the path
+    (tmp_path / "val.txt").write_text("")
     proc = run_cli("train", tmp_path / "train.txt", "--val", tmp_path / "val.txt", "--transforms",
                    'transforms = ({type = "Scale"; width = 32; height = 32; channels = 3})', "--out",
                    tmp_path / "run", "--ensemble", "2", check=False)

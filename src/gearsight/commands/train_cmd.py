@@ -76,14 +76,12 @@ OPTION_NAMES += ["pretrained", "head_lr_scale", "freeze_epochs", "freeze_stages"
 
 def run(args: argparse.Namespace) -> int:
     from gearsight.config import TrainConfig
-    from gearsight.workflow import train_packed
+    from gearsight.workflow import train_packed, training_config
 
-    cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
-    cfg.update(**{k: getattr(args, k) for k in OPTION_NAMES})
-    if cfg.pretrained:  # early, before any data is read: a non-timm --arch is refused here (the library sets it too)
-        from gearsight.models.pretrained import apply_pretrained_normalization
-
-        apply_pretrained_normalization(cfg)
+    # Options are checked before any data is read (--ensemble 0, a non-timm --arch with --pretrained),
+    # and a pretrained run gets its weights' mean/std: the library's one place for both.
+    cfg = training_config(TrainConfig.load(args.config) if args.config else None,
+                          {k: getattr(args, k) for k in OPTION_NAMES})
     resolve_device(cfg.device)  # a --config file's device too: a clear error before any data is read
     kind = _input_kind(args.data)
     if kind == "map-file":

@@ -28,7 +28,8 @@ def _session(path: Path, threads: int):
     ort.disable_telemetry_events()  # a scoring service phones nobody (and has no home dir to write to)
     opts = ort.SessionOptions()
     # On a small box requests already run in parallel (decode in threads, batches in ORT); one
-    # intra-op thread per run avoids oversubscription (measured: 1 thread beat 2 on 2 cores).
+    # intra-op thread per run avoids oversubscription under load (ORT alone on an idle box is faster
+    # with 2: bench/bench_serve_parts.py; under concurrent requests the decode threads want the cores).
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
