@@ -117,15 +117,10 @@ class DynamicBatcher:
                 time.sleep(self.restart_delay_s)
 
     def _next(self, deadline: float) -> Item | None:
+        """The next queued item; waits until ``deadline`` only while requests are still decoding."""
+        wait = deadline - time.monotonic() if self.expecting > 0 else 0.0
         try:
-            return self._queue.get_nowait()
-        except queue.Empty:
-            pass
-        timeout = deadline - time.monotonic()
-        if self.expecting <= 0 or timeout <= 0:
-            return None
-        try:
-            return self._queue.get(timeout)
+            return self._queue.get(max(wait, 0.0))
         except queue.Empty:
             return None
 

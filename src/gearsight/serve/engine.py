@@ -117,7 +117,7 @@ class Engine:
         which delayed everyone; waiting, it sends at the pace it is served.
         """
         if self.active >= self.max_queue:
-            raise busy(f"server busy: {self.active} requests in progress (limit {self.max_queue}); retry later")
+            raise self._queue_full()
         share = self._shares.get(client) or self._shares.setdefault(client, _Share(self.max_queue_per_client))
         if share.places.locked() and share.waiting >= self.max_queue_per_client:
             raise busy(f"server busy: {self.max_queue_per_client} requests in progress and as many waiting from "
@@ -127,7 +127,7 @@ class Engine:
             await self._take_place(share)
             if self.active >= self.max_queue:  # filled by other addresses while this one waited
                 share.places.release()
-                raise busy(f"server busy: {self.active} requests in progress (limit {self.max_queue}); retry later")
+                raise self._queue_full()
             self.active += 1
             try:
                 yield
@@ -138,6 +138,9 @@ class Engine:
             share.users -= 1
             if not share.users:
                 del self._shares[client]
+
+    def _queue_full(self) -> RequestError:
+        return busy(f"server busy: {self.active} requests in progress (limit {self.max_queue}); retry later")
 
     async def _take_place(self, share: "_Share") -> None:
         if not share.places.locked():
