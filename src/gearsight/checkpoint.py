@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from gearsight.files import atomic_write
 
 FORMAT = "gearsight-model"
 FORMAT_VERSION = 1
@@ -50,23 +51,6 @@ class ModelSpec:
             raise ValueError(f"{source}: model format {meta['format_version']} is newer than this gearsight")
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in meta.items() if k in known})
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)`` then rename: a crash never leaves a half-written file at ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file must be readable by a server user
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_model(path: str | os.PathLike, model, spec: ModelSpec) -> None:

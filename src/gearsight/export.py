@@ -11,7 +11,6 @@ deprecated upstream, so ``export_onnx`` checks its own output against eager PyTo
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -20,21 +19,14 @@ import numpy as np
 import torch
 
 from gearsight import __version__
-from gearsight.checkpoint import ModelSpec, atomic_write, load_model
+from gearsight.checkpoint import ModelSpec, load_model
+from gearsight.files import atomic_write, file_sha256
 
 INPUT_NAME = "input"  # N x 3 x S x S float32, normalised as in training
 OUTPUT_NAME = "logits"  # N x num_classes float32 (softmax is applied by the server)
 SPEC_KEY = "gearsight"  # metadata_props key holding ModelSpec.to_json()
 OPSET = 17
 FORMATS = ("onnx", "torchscript")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _example_input(spec: ModelSpec, batch: int = 2) -> torch.Tensor:

@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from gearsight.data.paths import dataset_dir, shared_data_dir, work_dir
+from gearsight.files import file_sha256
 
 CHECKSUMS = Path(__file__).with_name("checksums")
 MARKER = ".gearsight-dataset.json"   # written last inside a finished download
@@ -207,8 +208,7 @@ def _install_archive(spec: Dataset, archive: Path, md5: str, tree: Path) -> None
     expected = read_sums(spec.sums).get(spec.filename)
     if expected is None:
         raise ValueError(f"{spec.sums}: no checksum for {spec.filename}")
-    with open(archive, "rb") as f:
-        got = hashlib.file_digest(f, "sha256").hexdigest()
+    got = file_sha256(archive)
     if got != expected:
         raise ValueError(f"{spec.filename}: SHA-256 {got} does not match {expected} in {spec.sums.name}")
     os.replace(archive, tree / spec.filename)
@@ -264,8 +264,7 @@ def make_gear_split(root: str | Path) -> str:
     root = Path(root)
     digests = {}
     for path in sorted(p for p in root.glob("*/*") if p.is_file() and not p.parent.name.startswith(".")):
-        with open(path, "rb") as f:
-            digests[path.relative_to(root).as_posix()] = hashlib.file_digest(f, "sha256").hexdigest()
+        digests[path.relative_to(root).as_posix()] = file_sha256(path)
     if not digests:
         raise FileNotFoundError(f"{root}: no class/file images")
     return _split_csv(digests)

@@ -124,7 +124,7 @@ def to_coco(data: DetectionData) -> dict[str, Any]:
 
 
 def write_coco(data: DetectionData, path: str | Path) -> Path:
-    from gearsight.checkpoint import atomic_write
+    from gearsight.files import atomic_write
 
     text = json.dumps(to_coco(data))
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gearsight.checkpoint import atomic_write
-from gearsight.export import add_metadata, file_sha256, onnx_session
+from gearsight.export import add_metadata, onnx_session
+from gearsight.files import atomic_write, file_sha256
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("boxes", "labels", "scores")

@@ -6,11 +6,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gearsight.checkpoint import atomic_write
 from gearsight.detect.draw import draw_boxes, save_comparison
 from gearsight.detect.evaluate import coco_ground_truth, coco_metrics, to_coco_detections
 from gearsight.detect.predict import Detector
 from gearsight.detect.records import DetectionData
+from gearsight.files import atomic_write
 from gearsight.image.decode import decode_image
 
 DRAW_MIN_SCORE = 0.5  # the sheet shows confident boxes; the metrics use every box

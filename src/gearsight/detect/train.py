@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from gearsight.checkpoint import atomic_write
 from gearsight.detect.evaluate import evaluate_outputs, format_metrics
 from gearsight.detect.model import DEFAULT_ARCH, DetectorConfig, create_detector, load_torchvision_weights
 from gearsight.detect.predict import detector_spec, run_model, save_detector
 from gearsight.detect.records import DetectionData
 from gearsight.detect.transforms import DetectionDataset, collate, train_transforms
 from gearsight.devices import model_device, resolve_device
+from gearsight.files import atomic_write
 
 LOSSES = ["loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"]
 COLUMNS = ["epoch", "step", "loss", *LOSSES, "lr", "img_per_s", "elapsed_min", "val_AP", "val_AP50", "val_AP75"]
