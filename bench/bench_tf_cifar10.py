@@ -58,21 +58,20 @@ def subset_pack(packed: Path, out: Path, n_train: int, seed: int = 0) -> Path:
     (the same files, rows and meta.json fields, fewer items): all three runs train on the same sample."""
     import numpy as np
 
+    from gearsight.data.pack import PackedDataset, PackWriter
+
     if (out / "meta.json").is_file():
         return out
-    meta = json.loads((packed / "meta.json").read_text())
-    splits = np.load(packed / "splits.npy")
-    train = np.flatnonzero(splits == meta["splits"].index("train"))
-    keep = np.sort(np.concatenate([np.random.default_rng(seed).choice(train, n_train, replace=False),
-                                   np.flatnonzero(splits == meta["splits"].index("test"))]))
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "images.npy", np.load(packed / "images.npy", mmap_mode="r")[keep])
-    np.save(out / "labels.npy", np.load(packed / "labels.npy")[keep])
-    np.save(out / "splits.npy", splits[keep])
-    meta["items"] = [meta["items"][i] for i in keep]
-    meta["counts"] = {**meta["counts"], "packed": len(keep), "packed_train": n_train}
-    meta["subset_of"] = str(packed)
-    (out / "meta.json").write_text(json.dumps(meta, sort_keys=True))
+    ds = PackedDataset(packed)
+    keep = np.sort(np.concatenate([np.random.default_rng(seed).choice(ds.indices("train"), n_train, replace=False),
+                                   ds.indices("test")]))
+    writer = PackWriter(out, len(keep), ds.size)
+    writer.add_rows(ds.images[keep], ds.labels[keep], ds.splits[keep], [ds.meta["items"][i] for i in keep])
+    written = {"format", "format_version", "size", "resize", "fill", "layout", "classes", "splits", "counts",
+               "items", "skipped"}
+    extra = {**{k: v for k, v in ds.meta.items() if k not in written}, "subset_of": str(packed)}
+    writer.finish(ds.classes, ds.meta["resize"], ds.meta["fill"], ds.meta["skipped"], extra=extra,
+                  read=ds.meta["counts"]["read"])
     return out
 
 

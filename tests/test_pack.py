@@ -125,3 +125,38 @@ def test_stratified_split_is_seeded_stratified_and_respects_given_splits():
 def test_packed_dataset_refuses_non_packed_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="gearsight pack"):
         PackedDataset(tmp_path)
+
+
+def test_a_pack_interrupted_midway_leaves_the_older_pack_as_it_was(tmp_path, monkeypatch):
+    """PackWriter: nothing in the folder changes before every image is decoded, and the temporary
+    array goes away; meta.json is written last (a folder with one holds a whole pack)."""
+    import gearsight.data.pack as pack_module
+
+    _tree_with_hostile_files(tmp_path / "src")
+    _pack_tree(tmp_path / "src", tmp_path / "packed", workers=1)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "packed").iterdir()}
+    real, calls = pack_module._decode_one, []
+
+    def decode_then_fail(job):
+        calls.append(job)
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(pack_module, "_decode_one", decode_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        _pack_tree(tmp_path / "src", tmp_path / "packed", workers=1)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "packed").iterdir()} == before
+    assert len(PackedDataset(tmp_path / "packed")) > 0  # still reads as the older pack
+
+
+def test_pack_and_cifar_share_one_worker_default_and_the_help_says_it(monkeypatch):
+    import os
+
+    import gearsight.data.pack as pack_module
+    from gearsight.cli import build_parser
+
+    assert pack_module.default_workers() == min(2, os.cpu_count() or 1)
+    help_text = next(a.help for a in build_parser()._subparsers._group_actions[0].choices["pack"]._actions
+                     if a.dest == "workers")
+    assert "2, or 1 on a one-core machine" in help_text

@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     s.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     o = p.add_argument_group("output")
     o.add_argument("--format", choices=["packed", "ctf"], default="packed")
-    o.add_argument("--workers", type=int, default=0, help="decode processes (default: all cores)")
+    o.add_argument("--workers", type=int, default=0, help="decode processes (default: 2, or 1 on a one-core machine)")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -56,6 +56,7 @@ def _pack_ctf(args, fractions) -> int:
     import numpy as np
 
     from gearsight.cntk import ctf
+    from gearsight.data.pack import PackedDataset
     from gearsight.workflow import pack_source
 
     out = Path(args.out)
@@ -63,8 +64,8 @@ def _pack_ctf(args, fractions) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         meta = pack_source(args.source, tmp, args.size, args.resize, args.fill, fractions, args.seed,
                            workers=args.workers or None, progress=not args.quiet)
-        images, labels = np.load(f"{tmp}/images.npy"), np.load(f"{tmp}/labels.npy")
-        splits = np.load(f"{tmp}/splits.npy")
+        packed = PackedDataset(tmp)
+        images, labels, splits = np.array(packed.images), packed.labels, packed.splits
     n_classes = len(meta["classes"])
     ctf.write_ctf(out, images, labels, num_classes=n_classes)
     written = [out]

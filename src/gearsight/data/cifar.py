@@ -14,8 +14,9 @@ Sources (``load_cifar`` tells them apart):
   batches.meta) or ``cifar-10-python.tar.gz`` itself (what ``gearsight datasets download cifar10``
   keeps), unpickled by SafeUnpickler.
 
-Images are decoded on all cores (a pool over member bytes); the result is sorted (split, class,
-name; Kaggle by id; batches in file order), so it does not depend on tar order or worker count.
+Images are decoded on pack's worker pool (``workers``, default ``pack.default_workers()``); the
+result is sorted (split, class, name; Kaggle by id; batches in file order), so it does not depend
+on tar order or worker count. The packed folder is written by pack.PackWriter, the format's one writer.
 Images that cannot be decoded, or are not 32x32, and files that are not where a CIFAR image goes,
 are listed in ``skipped`` with the reason, never dropped silently.
 """
@@ -25,19 +26,17 @@ import codecs
 import csv
 import hashlib
 import io
-import json
 import os
 import pickle
 import tarfile
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-from gearsight.data.pack import FORMAT, FORMAT_VERSION, read_and_decode
+from gearsight.data.pack import PackWriter, imap_workers, read_and_decode
 from gearsight.data.sources import IMAGE_SUFFIXES, SPLITS
 
 SIZE = 32
@@ -112,7 +111,7 @@ def safe_unpickle(data: bytes, source: str):
         raise ValueError(f"{source}: not a readable pickle ({type(exc).__name__}: {exc})") from None
 
 
-# -- Decoding many small images on all cores -----------------------------------------------------------
+# -- Decoding many small images on pack's worker pool ---------------------------------------------------
 
 def _decode_job(blob: bytes | str) -> tuple[np.ndarray | None, str, str]:
     """Worker: image bytes (or a file path) -> (32x32x3 pixels or None, sha256, reason or '')."""
@@ -126,13 +125,11 @@ _MIN_PARALLEL = 1000  # fewer images are done faster in-process than a pool star
 
 
 def _parallel_map(fn: Callable, items: list, workers: int | None) -> list:
-    """``[fn(x) for x in items]`` on ``workers`` processes (default: up to 2, this machine's cores)."""
-    workers = workers or min(2, os.cpu_count() or 1)
-    if workers <= 1 or len(items) < _MIN_PARALLEL:
-        return [fn(x) for x in items]
-    # fork: workers touch only Pillow and numpy (see pack.py); chunks of 256 keep IPC per image small.
-    with get_context("fork").Pool(workers) as pool:
-        return list(pool.imap(fn, items, chunksize=256))
+    """``[fn(x) for x in items]`` on pack's worker pool (``workers`` None: pack.default_workers())."""
+    if len(items) < _MIN_PARALLEL:
+        workers = 1
+    # Chunks of 256 keep the IPC per image small.
+    return list(imap_workers(fn, items, workers, chunksize=256))
 
 
 Entry = tuple[str, str, str, "bytes | str"]  # (split, class name, provenance path, bytes or file path)
@@ -364,18 +361,14 @@ def write_packed_cifar(path: str | os.PathLike, out_dir: str | os.PathLike, val_
     """
     data = read_cifar(path, workers)
     parts, splits, items = _packed_rows(data, val_fraction, seed)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "images.npy", np.concatenate([p.images for p in parts]))
-    np.save(out / "labels.npy", np.concatenate([p.labels for p in parts]))
-    np.save(out / "splits.npy", splits)
-    counts = {"read": len(items) + len(data.skipped), "packed": len(items), "skipped": len(data.skipped),
-              **{f"packed_{name}": int((splits == i).sum()) for i, name in enumerate(SPLITS)}}
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "size": SIZE, "resize": resize, "fill": fill,
-            "layout": "NHWC uint8 RGB", "classes": data.classes, "splits": list(SPLITS), "counts": counts,
-            "items": items, "skipped": data.skipped, "source": {"path": str(path), "kind": data.kind}}
-    (out / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    return meta
+    writer = PackWriter(out_dir, len(items), SIZE)
+    start = 0
+    for part in parts:
+        end = start + len(part.labels)
+        writer.add_rows(part.images, part.labels, splits[start:end], items[start:end])
+        start = end
+    return writer.finish(data.classes, resize, fill, data.skipped,
+                         extra={"source": {"path": str(path), "kind": data.kind}})
 
 
 # -- Map files ---------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ augmentation (transforms.py) works on it directly. NHWC permuted to NCHW is exac
 channels_last layout, so no copy is needed before the first conv.
 
 Deterministic: same input -> byte-identical folder (sorted records, no timestamps, sorted JSON).
+``PackWriter`` is the format's one writer (``pack`` here, ``cifar.write_packed_cifar``) and
+``PackedDataset`` its one reader; every file is written atomically, meta.json last.
 """
 from __future__ import annotations
 
@@ -22,15 +24,17 @@ import os
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from gearsight.cntk.mapfile import ZIP_SEP, display_source, read_source_bytes
 from gearsight.data.sources import SPLITS, Record, class_names
+from gearsight.files import atomic_write, atomic_write_text
 from gearsight.image.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from gearsight.image.resize import fit_square
 
-FORMAT = "gearsight-pack"
+FORMAT = "gearsight-pack"  # data.inputs recognises a pack by it (spelt out there: inputs imports nothing)
 FORMAT_VERSION = 1
 
 
@@ -73,28 +77,43 @@ def _decode_one(job: tuple[str | bytes, PackOptions]) -> tuple[np.ndarray | None
     return fit_square(rgb, opts.size, opts.resize, opts.fill), digest, ""
 
 
-def _decoded(records: list[Record], opts: PackOptions, workers: int, progress: bool):
+def default_workers() -> int:
+    """Decode processes when the caller names none: 2, or 1 on a one-core machine.
+
+    What pack and cifar have always used (``pack --workers`` help said "all cores"; it now says this).
+    Two is the box this runs on beside training jobs; on the 2-core machine 2 processes took the CIFAR
+    tar from 19.5 to 14.2 s wall (docs/BENCHMARKS.md, CIFAR loading). On a bigger machine pass more.
+    """
+    return min(2, os.cpu_count() or 1)
+
+
+def imap_workers(fn: Callable, jobs: Iterable, workers: int | None = None, chunksize: int = 16) -> Iterator:
+    """``map(fn, jobs)`` in order, on ``workers`` forked processes (None: ``default_workers()``; 1: this
+    process). The one worker pool of packing (pack, cifar); the pool ends when the iterator does.
+
+    fork, not spawn: spawn re-runs an unguarded user script in every worker. The workers only touch
+    Pillow and numpy, never torch's thread pools, which is what makes fork unsafe.
+    """
+    workers = workers or default_workers()
+    if workers <= 1:
+        yield from map(fn, jobs)
+        return
+    pool = get_context("fork").Pool(workers)
+    try:
+        yield from pool.imap(fn, jobs, chunksize=chunksize)
+    finally:
+        pool.terminate()
+
+
+def _decoded(records: list[Record], opts: PackOptions, workers: int | None, progress: bool):
     """Yield (record, pixels, sha256, reason) in record order, decoding on ``workers`` processes."""
     from tqdm import tqdm
 
     jobs = [(r.path if r.data is None else r.data, opts) for r in records]
-    bar = tqdm(total=len(jobs), desc="pack", unit="img", disable=not progress, smoothing=0.1)
-    if workers <= 1:
-        results = map(_decode_one, jobs)
-        pool = None
-    else:
-        # fork, not spawn: spawn re-runs an unguarded user script in every worker. The workers only
-        # touch Pillow and numpy, never torch's thread pools, which is what makes fork unsafe.
-        pool = get_context("fork").Pool(workers)
-        results = pool.imap(_decode_one, jobs, chunksize=16)
-    try:
-        for record, (pixels, digest, reason) in zip(records, results):
+    with tqdm(total=len(jobs), desc="pack", unit="img", disable=not progress, smoothing=0.1) as bar:
+        for record, (pixels, digest, reason) in zip(records, imap_workers(_decode_one, jobs, workers)):
             bar.update(1)
             yield record, pixels, digest, reason
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.terminate()
 
 
 def pack(records: list[Record], out_dir: str | Path, opts: PackOptions = PackOptions(),
@@ -102,58 +121,117 @@ def pack(records: list[Record], out_dir: str | Path, opts: PackOptions = PackOpt
     """Decode, resize and write ``records`` to ``out_dir``; returns the meta dict.
 
     Files that cannot be decoded are skipped and listed with their reason in meta["skipped"].
+    ``workers``: decode processes (None: ``default_workers()``).
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if any(r.split is None for r in records):
         raise ValueError("every record needs a split; call sources.stratified_split first")
     classes = class_names(records)
     class_index = {c: i for i, c in enumerate(classes)}
-    workers = workers or min(2, os.cpu_count() or 1)
-
-    n, s = len(records), opts.size
-    tmp_images = out_dir / "images.npy.tmp"
-    images = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=(n, s, s, 3))
-    labels, splits, items, skipped = [], [], [], []
-    for record, pixels, digest, reason in _decoded(records, opts, workers, progress):
-        if pixels is None:
-            skipped.append({"path": display_source(record.path), "reason": reason, "sha256": digest})
-            continue
-        images[len(items)] = pixels
-        labels.append(class_index[record.label])
-        splits.append(SPLITS.index(record.split))
-        items.append({"path": display_source(record.path), "sha256": digest, "label": record.label,
-                      "split": record.split})
-    images.flush()
-    del images
-    _finish_images(tmp_images, out_dir / "images.npy", len(items), s)
-
-    np.save(out_dir / "labels.npy", np.asarray(labels, dtype=np.int64))
-    np.save(out_dir / "splits.npy", np.asarray(splits, dtype=np.uint8))
-    meta = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "size": s, "resize": opts.resize, "fill": opts.fill, "layout": "NHWC uint8 RGB",
-        "classes": classes, "splits": list(SPLITS),
-        "counts": {"read": n, "packed": len(items), "skipped": len(skipped),
-                   **{f"packed_{sp}": splits.count(i) for i, sp in enumerate(SPLITS)}},
-        "items": items, "skipped": skipped,
-    }
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    return meta
+    writer = PackWriter(out_dir, len(records), opts.size)
+    skipped = []
+    try:
+        for record, pixels, digest, reason in _decoded(records, opts, workers, progress):
+            if pixels is None:
+                skipped.append({"path": display_source(record.path), "reason": reason, "sha256": digest})
+                continue
+            writer.add(pixels, class_index[record.label], SPLITS.index(record.split),
+                       {"path": display_source(record.path), "sha256": digest, "label": record.label,
+                        "split": record.split})
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.finish(classes, opts.resize, opts.fill, skipped)
 
 
-def _finish_images(tmp: Path, final: Path, n_kept: int, size: int) -> None:
-    """Shrink the preallocated array to the kept rows (skips leave unused rows at the end)."""
-    full = np.load(tmp, mmap_mode="r")
-    if n_kept == full.shape[0]:
-        del full
-        os.replace(tmp, final)
-        return
-    out = np.lib.format.open_memmap(final, mode="w+", dtype=np.uint8, shape=(n_kept, size, size, 3))
-    out[:] = full[:n_kept]
-    out.flush()
-    del out, full
-    tmp.unlink()
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append .npy to the temporary name
+            np.save(f, array)
+
+    atomic_write(path, write)
+
+
+class PackWriter:
+    """The one writer of the packed format (``pack`` and ``cifar.write_packed_cifar`` write through it).
+
+    Rows go straight into a preallocated ``images.npy.tmp`` (no second copy of the pixels in RAM);
+    ``finish`` removes meta.json, renames the arrays into place (each written atomically) and writes
+    meta.json last, so a folder with a meta.json holds one whole pack (data.inputs looks for it). A run
+    that fails before ``finish`` leaves an older pack in ``out_dir`` as it was (``abort``).
+    """
+
+    def __init__(self, out_dir: str | Path, capacity: int, size: int):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.size = size
+        self._tmp = self.out_dir / "images.npy.tmp"
+        self.images = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=np.uint8,
+                                                shape=(capacity, size, size, 3))
+        self._labels: list[np.ndarray] = []
+        self._splits: list[np.ndarray] = []
+        self.items: list[dict] = []
+
+    def add(self, pixels: np.ndarray, label: int, split: int, item: dict) -> None:
+        """One row: ``pixels`` (size, size, 3) uint8, class index, index into SPLITS, provenance item."""
+        self.images[len(self.items)] = pixels
+        self._labels.append(np.array([label], np.int64))
+        self._splits.append(np.array([split], np.uint8))
+        self.items.append(item)
+
+    def add_rows(self, images: np.ndarray, labels: np.ndarray, splits: np.ndarray, items: list[dict]) -> None:
+        """Many rows at once (as ``add``, arrays of one length)."""
+        n = len(self.items)
+        self.images[n:n + len(images)] = images
+        self._labels.append(np.asarray(labels, np.int64))
+        self._splits.append(np.asarray(splits, np.uint8))
+        self.items += items
+
+    def finish(self, classes: list[str], resize: str, fill: int, skipped: list[dict],
+               extra: dict | None = None, read: int | None = None) -> dict:
+        """Write the folder; returns its meta. ``read``: files read (default: rows + skipped);
+        ``extra``: more meta.json keys (e.g. CIFAR's ``source``)."""
+        n_kept = len(self.items)
+        self.images.flush()
+        del self.images
+        (self.out_dir / "meta.json").unlink(missing_ok=True)
+        self._finish_images(n_kept)
+        labels = np.concatenate([np.zeros(0, np.int64), *self._labels])
+        splits = np.concatenate([np.zeros(0, np.uint8), *self._splits])
+        _save_npy(self.out_dir / "labels.npy", labels)
+        _save_npy(self.out_dir / "splits.npy", splits)
+        meta = {
+            **(extra or {}),
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "size": self.size, "resize": resize, "fill": fill, "layout": "NHWC uint8 RGB",
+            "classes": list(classes), "splits": list(SPLITS),
+            "counts": {"read": n_kept + len(skipped) if read is None else read, "packed": n_kept,
+                       "skipped": len(skipped),
+                       **{f"packed_{sp}": int((splits == i).sum()) for i, sp in enumerate(SPLITS)}},
+            "items": self.items, "skipped": list(skipped),
+        }
+        atomic_write_text(self.out_dir / "meta.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        return meta
+
+    def abort(self) -> None:
+        """Drop the temporary array (what is in ``out_dir`` already stays)."""
+        self.__dict__.pop("images", None)
+        self._tmp.unlink(missing_ok=True)
+
+    def _finish_images(self, n_kept: int) -> None:
+        """Rename the array into place, shrunk to the kept rows (skips leave unused rows at the end)."""
+        final = self.out_dir / "images.npy"
+        full = np.load(self._tmp, mmap_mode="r")
+        if n_kept == full.shape[0]:
+            del full
+            os.replace(self._tmp, final)
+            return
+        shrunk = self.out_dir / "images.npy.tmp2"
+        out = np.lib.format.open_memmap(shrunk, mode="w+", dtype=np.uint8, shape=(n_kept, self.size, self.size, 3))
+        out[:] = full[:n_kept]
+        out.flush()
+        del out, full
+        os.replace(shrunk, final)
+        self._tmp.unlink()
 
 
 class PackedDataset:
