@@ -144,7 +144,7 @@ def export_onnx(model, path: Path, classes: list[str], extra: dict, opset: int =
 
     proto, _ = tf2onnx.convert.from_function(serving, input_signature=[spec], opset=opset)
     spec_json = json.dumps({
-        "format": "gearsight-model", "format_version": 1,  # gearsight.checkpoint.ModelSpec.to_json()
+        "format": "gearsight-model", "format_version": 1,  # gearsight.modelfile.ModelSpec.to_json()
         "arch": "tensorflow:cifar10_tutorial", "arch_config": {}, "classes": list(classes),
         "input_size": 32, "resize": "stretch", "pad_fill": 255,
         # gearsight's input is (x / 255 - mean) / std: mean 0, std 1/255 gives the pixel values the model takes

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from gearsight.checkpoint import read_spec
+from gearsight.modelfile import read_spec
 from test_detect_data import make_voc
 
 TINY = ["--min-size", "96", "--max-size", "128", "--batch-size", "2", "--workers", "0", "--warmup", "2", "--lr", "0.01"]

@@ -36,7 +36,7 @@ def test_train_writes_model_log_and_resumes(trained):
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[1]["step"]) > float(rows[0]["step"])
     assert all(r["val_AP"] != "" for r in rows)
-    from gearsight.checkpoint import read_spec
+    from gearsight.modelfile import read_spec
 
     spec = read_spec(run / "model.safetensors")
     assert spec.arch == "fasterrcnn_mobilenet_v3_large_fpn" and spec.arch_config["min_size"] == 96

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from gearsight.checkpoint import ModelSpec, read_spec, save_model
 from gearsight.detect.model import PRESETS, DetectorConfig, auto_anchor_sizes, create_detector, load_torchvision_weights
 from gearsight.detect.predict import Detector, detector_spec, load_detector, save_detector
+from gearsight.modelfile import ModelSpec, read_spec, save_model
 
 SMALL = DetectorConfig.from_dict({**PRESETS["cpu"], "min_size": 64, "max_size": 96,
                                   "anchor_sizes": [[8, 12], [20, 30], [45, 70]]})

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import run_cli, write_gear_subset
-from gearsight.checkpoint import load_model, read_spec
 from gearsight.data.pack import PackedDataset
+from gearsight.modelfile import load_model, read_spec
 from gearsight.models import create_model
 from gearsight.predict import Classifier
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import require_dataset, run_cli
-from gearsight.checkpoint import load_model
+from gearsight.modelfile import load_model
 from gearsight.serve.model import OnnxModel
 from gearsight.serve.preprocess import Preprocessor
 from test_serve import make_model_file

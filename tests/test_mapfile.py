@@ -228,7 +228,7 @@ def test_train_cli_reads_map_files_with_transforms_and_reports_a_bad_image(tmp_p
     assert "train 65 / val 16 map-file images, 2 classes, 16px after transforms" in proc.stdout
     assert "skipped 1 undecodable image" in proc.stderr
     assert f"skipped {tmp_path / 'train_map.txt'}, line 65: {tmp_path / 'broken.png'}" in proc.stderr
-    from gearsight.checkpoint import read_spec
+    from gearsight.modelfile import read_spec
 
     spec = read_spec(tmp_path / "run" / "model.safetensors")
     assert spec.classes == ["blue", "red"] and spec.input_size == 16 and spec.extra["val_acc"] >= 0.9

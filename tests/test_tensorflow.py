@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from conftest import REPO, run_cli
-from gearsight.checkpoint import read_spec
+from gearsight.modelfile import read_spec
 from gearsight.models import create_model
 from gearsight.models.tf_cifar10 import TFCifar10Net, load_tf_weights, per_image_standardization
 from test_serve import running_server

@@ -19,8 +19,8 @@ from conftest import REPO, run_cli
 
 timm = pytest.importorskip("timm", reason="timm is not installed (pip install timm)")
 
-from gearsight.checkpoint import load_model, read_spec  # noqa: E402
 from gearsight.config import TrainConfig  # noqa: E402
+from gearsight.modelfile import load_model, read_spec  # noqa: E402
 from gearsight.models import create_model  # noqa: E402
 from gearsight.models.pretrained import (  # noqa: E402
     TF_LITE_MEAN, TF_LITE_STD, apply_pretrained_normalization, find_packaged_weights)
@@ -363,7 +363,7 @@ def test_freeze_stages_names_what_it_cannot_freeze():
 
 
 def test_model_file_of_a_timm_model_rebuilds_without_pretrained_weights(tmp_path):
-    from gearsight.checkpoint import save_model
+    from gearsight.modelfile import save_model
 
     cfg = TrainConfig(arch=ARCH)
     model = build_model(cfg, num_classes=4, device=torch.device("cpu")).eval()

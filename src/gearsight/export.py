@@ -1,8 +1,9 @@
 """Export a saved model to ONNX (or TorchScript) so it can be served without PyTorch.
 
 The ONNX file carries the model's ``ModelSpec`` JSON in its ``metadata_props`` under the key
-``gearsight`` (the same JSON the .safetensors header holds), so the .onnx file alone is enough
-to serve: classes, input size, resize mode, pad fill and mean/std travel with the weights.
+``gearsight`` (the same JSON the .safetensors header holds; gearsight.onnxfile writes and reads it),
+so the .onnx file alone is enough to serve: classes, input size, resize mode, pad fill and mean/std
+travel with the weights.
 
 Exporter choice (torch 2.13): ``dynamo=True``, the default, needs ``onnxscript``, which is not a
 dependency here; the TorchScript-based exporter (``dynamo=False``) handles these plain conv nets,
@@ -18,13 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gearsight import __version__
-from gearsight.checkpoint import ModelSpec, load_model
 from gearsight.files import atomic_write, file_sha256
+from gearsight.modelfile import ModelSpec, load_model
+from gearsight.onnxfile import cpu_session, write_metadata
 
 INPUT_NAME = "input"  # N x 3 x S x S float32, normalised as in training
 OUTPUT_NAME = "logits"  # N x num_classes float32 (softmax is applied by the server)
-SPEC_KEY = "gearsight"  # metadata_props key holding ModelSpec.to_json()
 OPSET = 17
 FORMATS = ("onnx", "torchscript")
 
@@ -32,21 +32,6 @@ FORMATS = ("onnx", "torchscript")
 def _example_input(spec: ModelSpec, batch: int = 2) -> torch.Tensor:
     # Batch 2, not 1: a batch-1 trace can bake size-1 shapes into reshape nodes.
     return torch.randn(batch, 3, spec.input_size, spec.input_size, generator=torch.Generator().manual_seed(0))
-
-
-def add_metadata(onnx_path: str, spec: ModelSpec, source_sha256: str, doc: str) -> None:
-    """Write the spec JSON, version and source digest into an ONNX file's metadata_props (checked)."""
-    import onnx
-
-    proto = onnx.load(onnx_path)
-    props = {SPEC_KEY: spec.to_json(), "gearsight_version": __version__, "source_sha256": source_sha256}
-    del proto.metadata_props[:]
-    for key, value in props.items():
-        proto.metadata_props.add(key=key, value=value)
-    proto.producer_name = "gearsight"
-    proto.doc_string = doc
-    onnx.checker.check_model(proto)
-    onnx.save(proto, onnx_path)
 
 
 def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, opset: int = OPSET) -> Path:
@@ -63,7 +48,7 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, opset: in
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             )
-        add_metadata(tmp, spec, source_sha, f"gearsight {spec.arch} classifier over {len(spec.classes)} classes")
+        write_metadata(tmp, spec, source_sha, f"gearsight {spec.arch} classifier over {len(spec.classes)} classes")
 
     atomic_write(out, write)  # readable by a server user: atomic_write applies the umask
     max_diff = compare_onnx(model, out, _example_input(spec, batch=3).numpy())
@@ -91,15 +76,9 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike, fmt: str
     raise ValueError(f"--format must be one of {FORMATS}, got {fmt!r}")
 
 
-def onnx_session(onnx_path: str | os.PathLike):
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-
-
 def compare_onnx(model: torch.nn.Module, onnx_path: str | os.PathLike, batch: np.ndarray) -> float:
     """Largest absolute difference between eager PyTorch and ONNX Runtime logits on ``batch``."""
     with torch.no_grad():
         expected = model(torch.from_numpy(batch)).numpy()
-    got = onnx_session(onnx_path).run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+    got = cpu_session(onnx_path).run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
     return float(np.abs(expected - got).max())

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gearsight.checkpoint import ModelSpec, load_model
 from gearsight.data.transforms import to_model_input
 from gearsight.devices import model_device, resolve_device
 from gearsight.image.decode import decode_image, to_rgb
 from gearsight.image.resize import fit_square
+from gearsight.modelfile import ModelSpec, load_model
 from gearsight.tta import tta_logits
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]

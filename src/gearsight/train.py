@@ -18,13 +18,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from gearsight.checkpoint import ModelSpec, save_model
 from gearsight.config import TrainConfig
 from gearsight.data.loader import Batches
 from gearsight.data.transforms import to_model_input
 from gearsight.devices import model_device
 from gearsight.distributed import DistInfo, all_reduce_sum, init_from_env, shutdown
 from gearsight.files import atomic_write
+from gearsight.modelfile import ModelSpec, save_model
 from gearsight.models import TIMM_PREFIX, create_model
 from gearsight.optim import (AMP_ENV, autocast_for, cpu_has_fast_bf16, make_optimizer,  # noqa: F401  (re-exported)
                              resolve_amp)

@@ -208,7 +208,7 @@ def train_ensemble(train_member, cfg: TrainConfig, out: str | Path, val: tuple) 
     ``train_member(member_cfg, member_dir)`` trains one model and returns fit's summary."""
     from dataclasses import asdict, replace
 
-    from gearsight.checkpoint import save_ensemble
+    from gearsight.modelfile import save_ensemble
     from gearsight.predict import Classifier
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

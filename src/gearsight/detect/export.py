@@ -3,7 +3,7 @@
 The graph is torchvision's whole Faster R-CNN, preprocessing and postprocessing included: input
 ``image`` is one ``3 x H x W`` float32 RGB image in 0..1 of any size; outputs are ``boxes`` (N x 4,
 xyxy in the input's pixels), ``labels`` (N, int64, 1-based class index) and ``scores`` (N). The
-ModelSpec JSON travels in ``metadata_props`` (key ``gearsight``), written by gearsight.export as for
+ModelSpec JSON travels in ``metadata_props`` (key ``gearsight``), written by gearsight.onnxfile as for
 classifiers.
 
 Exporter: the TorchScript-based one (``dynamo=False``), the path torchvision documents and tests
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gearsight.export import add_metadata, onnx_session
 from gearsight.files import atomic_write, file_sha256
+from gearsight.onnxfile import cpu_session, write_metadata
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("boxes", "labels", "scores")
@@ -59,7 +59,7 @@ def check_against_torch(model, onnx_path: str | os.PathLike, image: torch.Tensor
 
     Not 100%: when 100 boxes tie at the cut-off score, which of them are kept is arbitrary.
     """
-    got = tuple(onnx_session(onnx_path).run(None, {INPUT_NAME: image.numpy()}))
+    got = tuple(cpu_session(onnx_path).run(None, {INPUT_NAME: image.numpy()}))
     with torch.inference_mode():
         out = model([image])[0]
     want = tuple(out[k].numpy() for k in OUTPUT_NAMES)
@@ -86,7 +86,7 @@ def export_detector(model_path: str | os.PathLike, out: str | os.PathLike, opset
                 input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
                 dynamic_axes={INPUT_NAME: {1: "height", 2: "width"}, **{n: {0: "detections"} for n in OUTPUT_NAMES}},
             )
-        add_metadata(tmp, spec, source_sha, f"gearsight {spec.arch} detector over {len(spec.classes)} classes")
+        write_metadata(tmp, spec, source_sha, f"gearsight {spec.arch} detector over {len(spec.classes)} classes")
         # A second size proves the resize inside the graph is not baked to the trace's shape.
         check_against_torch(model, tmp, _probe_image(size + 37, size * 2, 1))
 

@@ -1,6 +1,6 @@
 """The detector model file and :class:`Detector`, the one inference entry point (CLI, notebook, server).
 
-The file is gearsight's usual safetensors + JSON header (gearsight.checkpoint): ``arch`` is the
+The file is gearsight's usual safetensors + JSON header (gearsight.modelfile): ``arch`` is the
 torchvision detector name, ``arch_config`` the full DetectorConfig (min_size, max_size, anchors, ...),
 ``classes`` the class names, ``extra["task"] == "detection"`` and ``extra["category_ids"]`` the
 source's category ids. Preprocessing is the model's own (GeneralizedRCNNTransform: ImageNet
@@ -11,16 +11,15 @@ gearsight.devices); images are decoded on the CPU and moved there, outputs come 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from gearsight.checkpoint import ModelSpec, read_spec, save_model
 from gearsight.detect.model import ARCHS, IMAGE_MEAN, IMAGE_STD, DetectorConfig, create_detector
 from gearsight.devices import model_device, resolve_device
 from gearsight.image.decode import ImageSource, decode_image
+from gearsight.modelfile import ModelSpec, load_model_file, save_model
 
 
 def detector_spec(arch: str, config: DetectorConfig, classes: list[str], category_ids: list[int],
@@ -35,18 +34,16 @@ def save_detector(path: str | os.PathLike, model, spec: ModelSpec) -> None:
 
 
 def load_detector(path: str | os.PathLike):
-    """``(model in eval mode, spec)`` from a detector model file."""
-    from safetensors.torch import load_file
+    """``(model in eval mode, spec)`` from a detector model file (modelfile.load_model_file)."""
+    def check(spec: ModelSpec) -> None:
+        if spec.extra.get("task") != "detection" or spec.arch not in ARCHS:
+            raise ValueError(f"{path}: not a detector model file (arch {spec.arch!r}); "
+                             f"`gearsight predict` is the classifier's command")
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    spec = read_spec(path)
-    if spec.extra.get("task") != "detection" or spec.arch not in ARCHS:
-        raise ValueError(f"{path}: not a detector model file (arch {spec.arch!r}); "
-                         f"`gearsight predict` is the classifier's command")
-    model = create_detector(spec.arch, len(spec.classes), DetectorConfig.from_dict(spec.arch_config))
-    model.load_state_dict(load_file(str(path)))
-    return model.eval(), spec
+    def build(spec: ModelSpec):
+        return create_detector(spec.arch, len(spec.classes), DetectorConfig.from_dict(spec.arch_config))
+
+    return load_model_file(path, build, check)
 
 
 def _as_tensor(image: ImageSource | np.ndarray) -> torch.Tensor:
