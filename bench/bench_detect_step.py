@@ -51,7 +51,6 @@ LABELS = {
 
 def _batches(args, n: int):
     """n batches of BATCH augmented 320x320 crops (lists of tensors, targets) and the class count."""
-    import numpy as np
     import torch
 
     torch.manual_seed(0)
@@ -68,7 +67,7 @@ def _batches(args, n: int):
                                 "labels": torch.randint(1, 4, (12,), generator=gen)})
             out.append((images, targets))
         return out, 3, [[17.0, 25.0], [36.0, 53.0], [77.0, 113.0]]
-    from gearsight.detect.model import auto_anchor_sizes
+    from gearsight.detect import recipe
     from gearsight.detect.transforms import DetectionDataset, train_transforms
     from gearsight.detect.voc import read_voc
 
@@ -79,10 +78,8 @@ def _batches(args, n: int):
         items = [ds[(i + k) % len(ds)] for k in range(BATCH)]
         i += BATCH
         out.append(([im for im, _ in items], [t for _, t in items]))
-    # bench_bccd's --anchors auto, as gearsight detect train computes it (commands/detect_cmd.py)
-    wh = np.concatenate([r.boxes[:, 2:] - r.boxes[:, :2] for r in data.records])
-    scale = float(np.median([min(SIZE / min(r.width, r.height), 427 / max(r.width, r.height)) for r in data.records]))
-    anchors = auto_anchor_sizes(wh, scale, 3, 2, (0.75, 1.33))
+    # bench_bccd's --anchors auto, as gearsight detect train computes it
+    anchors = recipe.model_config(data, preset="cpu", min_size=SIZE, max_size=427, scale_range=(0.75, 1.33)).anchor_sizes
     return out, len(data.classes), anchors
 
 

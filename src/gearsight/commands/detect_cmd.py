@@ -142,42 +142,24 @@ def _floats(text: str, name: str) -> list[float]:
         raise ValueError(f"{name}: expected comma-separated numbers, got {text!r}") from None
 
 
-def _model_config(args, train):
-    import numpy as np
-
-    from gearsight.detect.model import PRESETS, DetectorConfig, auto_anchor_sizes
-
-    fields = dict(PRESETS[args.preset])
-    if args.min_size:
-        fields["min_size"] = args.min_size
-    if args.max_size:
-        fields["max_size"] = args.max_size
-    cfg = DetectorConfig.from_dict(fields)
-    cfg.aspect_ratios = _floats(args.aspect_ratios, "--aspect-ratios")
-    levels = len(cfg.returned_stages) + 1 if args.arch.startswith("fasterrcnn_mobilenet") else 5
-    if args.anchors == "auto":
-        wh = np.concatenate([r.boxes[:, 2:] - r.boxes[:, :2] for r in train.records])
-        # network scale of a typical image: shorter side to min_size, unless the longer side hits max_size
-        scales = [min(cfg.min_size / min(r.width, r.height), cfg.max_size / max(r.width, r.height)) for r in train.records]
-        lo, hi = _floats(args.scale_range, "--scale-range")
-        cfg.anchor_sizes = auto_anchor_sizes(wh, float(np.median(scales)), levels, 1 if levels == 5 else 2, (lo, hi))
-    elif args.anchors != "default":
-        cfg.anchor_sizes = [_floats(level, "--anchors") for level in args.anchors.split(";")]
-    return cfg
+def _anchors(text: str) -> str | list[list[float]]:
+    return text if text in ("auto", "default") else [_floats(level, "--anchors") for level in text.split(";")]
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from gearsight.detect.train import DetectTrainConfig, fit
+    from gearsight.detect.recipe import train_config
+    from gearsight.detect.train import fit
 
     train = _load(args, args.train_split)
     val = None if args.val_split == "none" else _load(args, args.val_split, classes=train.classes)
     print(f"train: {len(train.records)} images {train.box_counts()}; "
           f"val: {len(val.records) if val else 0} images", flush=True)
-    scale_range = tuple(_floats(args.scale_range, "--scale-range"))
-    cfg = DetectTrainConfig(
-        arch=args.arch, model=_model_config(args, train), epochs=args.epochs, time_budget_min=args.time_budget,
+    cfg = train_config(
+        train, arch=args.arch, preset=args.preset, min_size=args.min_size, max_size=args.max_size,
+        anchors=_anchors(args.anchors), aspect_ratios=_floats(args.aspect_ratios, "--aspect-ratios"),
+        scale_range=_floats(args.scale_range, "--scale-range"), epochs=args.epochs, time_budget_min=args.time_budget,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup,
-        crop=args.crop, scale_range=scale_range, vflip=args.vflip, photometric=not args.no_photometric,
+        crop=args.crop, vflip=args.vflip, photometric=not args.no_photometric,
         eval_every=args.eval_every, eval_from=args.eval_from, select=args.select, threads=args.threads,
         workers=args.workers, seed=args.seed, weights=str(args.weights) if args.weights else None,
         device=args.device)
