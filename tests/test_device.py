@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 import gearsight.distributed as distributed
 import gearsight.train as train_mod
-from conftest import run_cli
+from conftest import REPO, run_cli
 from gearsight.devices import model_device, resolve_device
 from test_detect_data import make_voc
 
@@ -280,3 +280,17 @@ def test_detect_train_evaluate_predict_on_cpu(tmp_path, capsys):
     detector = Detector.load(model, device="cpu")
     assert detector.device == torch.device("cpu") == model_device(detector.model)
     assert detector.predict([image], min_score=0.0)[0]["scores"] == printed["scores"]
+
+
+def test_torchrun_s_environment_is_read_in_one_place(monkeypatch):
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.DistInfo.from_env() == distributed.DistInfo() and distributed.DistInfo.from_env().is_main
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    info = distributed.DistInfo.from_env()
+    assert (info.rank, info.world_size, info.local_rank, info.launched, info.joined) == (3, 4, 1, True, False)
+    assert not info.is_main
+    source = "\n".join(p.read_text() for p in (REPO / "src" / "gearsight").rglob("*.py"))
+    assert source.count('environ.get("RANK"') == 1  # distributed.DistInfo.from_env

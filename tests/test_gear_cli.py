@@ -142,3 +142,20 @@ def test_train_from_ctf_reads_the_geometry_pack_wrote(subset_csv, tmp_path):
             "--epochs", "1", "--batch-size", "32", "--quiet")
     spec = gearsight.load(tmp_path / "run" / "model.safetensors").spec
     assert (spec.input_size, spec.resize, spec.classes) == (16, "crop", list(CLASSES))
+
+
+def test_the_ctf_sidecars_are_the_library_s_from_python_too(subset_csv, tmp_path):
+    """workflow.pack_ctf writes OUT.classes.txt and OUT.pack.json; workflow.train_ctf, given neither
+    shape nor classes nor geometry, reads them (what `gearsight train X.ctf` does)."""
+    from gearsight import workflow
+
+    meta, written = workflow.pack_ctf(subset_csv, tmp_path / "g.ctf", size=16, resize="crop", progress=False)
+    assert [p.name for p in written] == ["g.ctf", "g.train.ctf", "g.val.ctf", "g.test.ctf"]
+    assert workflow.class_names_for(tmp_path / "g.val.ctf") == list(CLASSES) == meta["classes"]
+    assert workflow.class_names_for(tmp_path / "g.val.ctf", "a,b") == ["a", "b"]
+    assert workflow.ctf_sidecars(tmp_path / "g.train.ctf") == {"classes": list(CLASSES), "size": 16,
+                                                               "resize": "crop", "fill": 255}
+    workflow.train_ctf(tmp_path / "g.train.ctf", tmp_path / "g.val.ctf", tmp_path / "run", progress=False,
+                       epochs=1, batch_size=32)
+    spec = gearsight.load(tmp_path / "run" / "model.safetensors").spec
+    assert (spec.input_size, spec.resize, spec.pad_fill, spec.classes) == (16, "crop", 255, list(CLASSES))

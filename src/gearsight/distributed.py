@@ -26,10 +26,21 @@ class DistInfo:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")  # where this process computes (and NCCL reduces)
     joined: bool = False  # in a torch.distributed process group (launched by torchrun), even one of 1
+    launched: bool = False  # started by torchrun (whether or not it has joined the group yet)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "DistInfo":
+        """What torchrun's environment says of this process (RANK, WORLD_SIZE, LOCAL_RANK), before or
+        without joining a group: the one place they are parsed. A plain process is rank 0 of 1."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if not (world_size > 1 or "TORCHELASTIC_RUN_ID" in os.environ):  # torchrun sets it, whatever the size
+            return cls()
+        return cls(rank=int(os.environ.get("RANK", "0")), world_size=world_size,
+                   local_rank=int(os.environ.get("LOCAL_RANK", "0")), launched=True)
 
 
 def init_from_env(device: str | None = "auto") -> DistInfo:
@@ -40,17 +51,15 @@ def init_from_env(device: str | None = "auto") -> DistInfo:
     (``--nproc_per_node=1``) joins a group of one too, so its collectives run for real (the one-GPU
     check of the NCCL path, bench/gpu_check.py).
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    launched = world_size > 1 or "TORCHELASTIC_RUN_ID" in os.environ  # torchrun sets it, whatever the size
-    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if launched else 0
-    where = resolve_device(device, local_rank)
-    if not launched:
+    env = DistInfo.from_env()
+    where = resolve_device(device, env.local_rank)
+    if not env.launched:
         return DistInfo(device=where)
     if where.type == "cuda":
         torch.cuda.set_device(where)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if where.type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, where, joined=True)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), env.local_rank, where, joined=True, launched=True)
 
 
 def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:

@@ -7,8 +7,8 @@
 """
 from __future__ import annotations
 
+import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -33,6 +33,73 @@ def pack_source(source: str | Path, out: str | Path, size: int = 64, resize: str
 
     records = stratified_split(read_source(source), tuple(split), seed)
     return pack(records, out, PackOptions(size, resize, fill), workers=workers, progress=progress)
+
+
+def pack_ctf(source: str | Path, out: str | Path, size: int = 64, resize: str = "pad", fill: int = 255,
+             split=(0.7, 0.1, 0.2), seed: int = 0, workers: int | None = None,
+             progress: bool = True) -> tuple[dict, list[Path]]:
+    """``gearsight pack --format ctf``: OUT.ctf (every sample) plus OUT.<split>.ctf per split, and the
+    sidecars OUT.classes.txt and OUT.pack.json (classes, size, resize, fill) that ``ctf_sidecars``
+    reads back for training. Decoded through the packed writer (same skip and report rules).
+    Returns (the pack's meta, the CTF files written)."""
+    import tempfile
+
+    import numpy as np
+
+    from gearsight.cntk import ctf
+    from gearsight.data.pack import PackedDataset
+
+    out = Path(out)
+    with tempfile.TemporaryDirectory() as tmp:
+        meta = pack_source(source, tmp, size, resize, fill, split, seed, workers=workers, progress=progress)
+        packed = PackedDataset(tmp)
+        images, labels, splits = np.array(packed.images), packed.labels, packed.splits
+    n_classes = len(meta["classes"])
+    ctf.write_ctf(out, images, labels, num_classes=n_classes)
+    written = [out]
+    for code, name in enumerate(meta["splits"]):
+        mask = splits == code
+        if mask.any():
+            path = out.with_suffix(f".{name}.ctf")
+            ctf.write_ctf(path, images[mask], labels[mask], num_classes=n_classes)
+            written.append(path)
+    out.with_suffix(".classes.txt").write_text("\n".join(meta["classes"]) + "\n")
+    # The geometry travels with the CTF files: a model trained from them must be fed photos
+    # resized the same way (padded with white by default), not stretched.
+    geometry = {k: meta[k] for k in ("size", "resize", "fill")}
+    out.with_suffix(".pack.json").write_text(json.dumps({"classes": meta["classes"], **geometry}, indent=1) + "\n")
+    return meta, written
+
+
+def _sidecar(data: str | Path, suffix: str) -> Path:
+    """OUT<suffix> beside DATA = OUT.ctf or OUT.<split>.ctf (or a map file OUT.txt)."""
+    return Path(data).with_name(Path(data).name.split(".")[0] + suffix)
+
+
+def ctf_sidecars(data: str | Path) -> dict:
+    """``OUT.pack.json`` beside ``OUT.<split>.ctf`` (written by ``pack_ctf``): classes, size, resize,
+    fill; {} without one."""
+    path = _sidecar(data, ".pack.json")
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: expected an object with classes, size, resize, fill")
+    return info
+
+
+def class_names_for(data: str | Path, option: str | None = None) -> list[str] | None:
+    """Class names for a CTF or map file: ``option`` (a file with one name per line, or names
+    separated by commas), else DATA's ``OUT.classes.txt`` (``pack_ctf``), else None (0..N-1)."""
+    if option and Path(option).is_file():
+        return Path(option).read_text().split()
+    if option:
+        return option.split(",")
+    guess = _sidecar(data, ".classes.txt")
+    return guess.read_text().split() if guess.is_file() else None
 
 
 def is_cifar_source(source: str | Path) -> bool:
@@ -111,20 +178,29 @@ def background_inputs(ds, cfg: TrainConfig) -> dict:
             "background_p": cfg.background_p, "background_scale": tuple(cfg.background_scale)}
 
 
-def train_ctf(train_file: str | Path, val_file: str | Path, out: str | Path, image_shape=(32, 32, 3),
+def train_ctf(train_file: str | Path, val_file: str | Path, out: str | Path, image_shape=None,
               classes: list[str] | None = None, cfg: TrainConfig | None = None, resume: bool = False,
-              progress: bool = True, resize: str = "stretch", fill: int = 0, **overrides) -> dict:
+              progress: bool = True, resize: str | None = None, fill: int | None = None, **overrides) -> dict:
     """Train from CNTK Text Format files (``|labels`` one-hot, ``|features`` flattened CHW pixels).
 
     The CTF files are parsed once into uint8 arrays (the vectorised reader does ~80 MB/s), then
-    training runs from memory exactly as for packed data. ``resize``/``fill``: how the pixels were
-    made to size, recorded in the model file so photos are prepared alike at inference (`pack
-    --format ctf` pads with white and says so in OUT.pack.json; CNTK's Scale transform stretches).
+    training runs from memory exactly as for packed data. What is not given comes from the sidecars
+    ``pack_ctf`` wrote beside ``train_file`` (``ctf_sidecars``, ``class_names_for``), else the CTF
+    defaults: ``image_shape`` (its size, else 32x32x3), ``classes`` (else 0..N-1), and ``resize``/
+    ``fill``, how the pixels were made to size, recorded in the model file so photos are prepared
+    alike at inference (`pack --format ctf` pads with white; CNTK's Scale transform stretches, the
+    default without a sidecar).
     """
     from gearsight.cntk.ctf import read_ctf_images
 
-    train = read_ctf_images(train_file, tuple(image_shape))
-    val = read_ctf_images(val_file, tuple(image_shape))
+    info = ctf_sidecars(train_file)
+    size = info.get("size") or 32
+    image_shape = tuple(image_shape) if image_shape else (size, size, 3)
+    classes = classes or class_names_for(train_file) or info.get("classes")
+    resize = resize or info.get("resize", "stretch")
+    fill = info.get("fill", 0) if fill is None else fill
+    train = read_ctf_images(train_file, image_shape)
+    val = read_ctf_images(val_file, image_shape)
     n_classes = int(max(train[1].max(), val[1].max())) + 1
     classes = classes or [str(i) for i in range(n_classes)]
     return train_arrays(train, val, classes, out, cfg, resume, progress, resize=resize, fill=fill,
@@ -176,6 +252,7 @@ def train_arrays(train: tuple, val: tuple, classes: list[str], out: str | Path, 
     """Train on (uint8 NHWC images, labels) arrays for train and val; ``paste``: background
     augmentation inputs (``background_inputs``)."""
     from gearsight.data.loader import Batches
+    from gearsight.distributed import DistInfo
     from gearsight.train import fit
 
     cfg = training_config(cfg, overrides)
@@ -191,10 +268,11 @@ def train_arrays(train: tuple, val: tuple, classes: list[str], out: str | Path, 
     val_b = Batches.from_arrays(*val, batch_size=256, **common)
     if len(train_b) == 0:
         raise ValueError(f"need at least {cfg.batch_size} train images (have {len(train_b.labels)})")
-    if len(val_b.labels) == 0 and int(os.environ.get("RANK", "0")) == 0:
+    is_main = DistInfo.from_env().is_main  # print once, not per torchrun process
+    if len(val_b.labels) == 0 and is_main:
         print("no val images: no per-epoch validation, the last epoch's model is kept")
     size = train[0].shape[1]
-    if int(os.environ.get("RANK", "0")) == 0:  # once, not per torchrun process
+    if is_main:
         print(f"train {len(train_b.labels)} / val {len(val_b.labels)} images, {len(classes)} classes, "
               f"{size}px; {epochs_text(cfg)} of {len(train_b)} steps")
     return fit(train_b, val_b, classes, out, cfg, size=size, resize=resize, fill=fill, resume=resume,
@@ -208,10 +286,11 @@ def train_ensemble(train_member, cfg: TrainConfig, out: str | Path, val: tuple) 
     ``train_member(member_cfg, member_dir)`` trains one model and returns fit's summary."""
     from dataclasses import asdict, replace
 
+    from gearsight.distributed import DistInfo
     from gearsight.modelfile import save_ensemble
     from gearsight.predict import Classifier
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if DistInfo.from_env().world_size > 1:
         raise ValueError("ensemble: run it as one process (members are trained one after another); "
                          "torchrun data parallelism is per model")
     out = Path(out)

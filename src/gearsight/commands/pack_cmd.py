@@ -47,39 +47,10 @@ def report_counts(meta: dict) -> None:
 
 
 def _pack_ctf(args, fractions) -> int:
-    """Write OUT.ctf (every sample) plus OUT.<split>.ctf per split, OUT.classes.txt and OUT.pack.json
-    (classes, size, resize, fill)."""
-    import json
-    import tempfile
-    from pathlib import Path
+    from gearsight.workflow import pack_ctf
 
-    import numpy as np
-
-    from gearsight.cntk import ctf
-    from gearsight.data.pack import PackedDataset
-    from gearsight.workflow import pack_source
-
-    out = Path(args.out)
-    # Decode through the packed writer (same skip/report rules), then write its pixels as CTF.
-    with tempfile.TemporaryDirectory() as tmp:
-        meta = pack_source(args.source, tmp, args.size, args.resize, args.fill, fractions, args.seed,
-                           workers=args.workers or None, progress=not args.quiet)
-        packed = PackedDataset(tmp)
-        images, labels, splits = np.array(packed.images), packed.labels, packed.splits
-    n_classes = len(meta["classes"])
-    ctf.write_ctf(out, images, labels, num_classes=n_classes)
-    written = [out]
-    for code, name in enumerate(meta["splits"]):
-        mask = splits == code
-        if mask.any():
-            path = out.with_suffix(f".{name}.ctf")
-            ctf.write_ctf(path, images[mask], labels[mask], num_classes=n_classes)
-            written.append(path)
-    out.with_suffix(".classes.txt").write_text("\n".join(meta["classes"]) + "\n")
-    # The geometry travels with the CTF files: a model trained from them must be fed photos
-    # resized the same way (padded with white by default), not stretched (train_cmd reads it).
-    geometry = {k: meta[k] for k in ("size", "resize", "fill")}
-    out.with_suffix(".pack.json").write_text(json.dumps({"classes": meta["classes"], **geometry}, indent=1) + "\n")
+    meta, written = pack_ctf(args.source, args.out, args.size, args.resize, args.fill, fractions, args.seed,
+                             workers=args.workers or None, progress=not args.quiet)
     report_counts(meta)
     size = meta["size"]  # CIFAR keeps its 32 px whatever --size says
     print("wrote " + ", ".join(str(p) for p in written) + f" ({size}x{size}x3, CHW order)")

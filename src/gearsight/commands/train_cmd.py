@@ -76,7 +76,8 @@ OPTION_NAMES += ["pretrained", "head_lr_scale", "freeze_epochs", "freeze_stages"
 
 def run(args: argparse.Namespace) -> int:
     from gearsight.config import TrainConfig
-    from gearsight.workflow import train_packed, training_config
+    from gearsight.distributed import DistInfo
+    from gearsight.workflow import class_names_for, train_packed, training_config
 
     # Options are checked before any data is read (--ensemble 0, a non-timm --arch with --pretrained),
     # and a pretrained run gets its weights' mean/std: the library's one place for both.
@@ -92,22 +93,20 @@ def run(args: argparse.Namespace) -> int:
         if not args.transforms:
             raise ValueError("training from a map file needs --transforms (at least a Scale to a fixed size)")
         summary = train_mapfile(args.data, args.val, args.out, _text_or_file(args.transforms),
-                                _text_or_file(args.val_transforms), _ctf_classes(args), cfg, args.resume,
-                                not args.quiet, args.workers)
+                                _text_or_file(args.val_transforms), class_names_for(args.data, args.classes), cfg,
+                                args.resume, not args.quiet, args.workers)
     elif kind == "ctf":
         from gearsight.workflow import train_ctf
 
         if not args.val:
             raise ValueError("training from a CTF file needs --val VAL.ctf")
-        packed = _ctf_pack_info(args.data)  # OUT.pack.json of `pack --format ctf`: classes and geometry
-        size = packed.get("size")
-        shape = tuple(int(v) for v in args.image_shape.split(",")) if args.image_shape else (size or 32, size or 32, 3)
-        classes = _ctf_classes(args) or packed.get("classes")
-        summary = train_ctf(args.data, args.val, args.out, shape, classes, cfg, args.resume, not args.quiet,
-                            resize=packed.get("resize", "stretch"), fill=packed.get("fill", 0))
+        # Shape, classes and geometry not given: the sidecars of `pack --format ctf` (workflow.train_ctf).
+        shape = tuple(int(v) for v in args.image_shape.split(",")) if args.image_shape else None
+        summary = train_ctf(args.data, args.val, args.out, shape, class_names_for(args.data, args.classes), cfg,
+                            args.resume, not args.quiet)
     else:
         summary = train_packed(args.data, args.out, cfg, resume=args.resume, progress=not args.quiet)
-    if summary["world_size"] > 1 and int(__import__("os").environ.get("RANK", "0")) != 0:
+    if not DistInfo.from_env().is_main:  # torchrun: rank 0 reports
         return 0
     for i, member in enumerate(summary.get("members", [])):
         print(f"member {i}: best val accuracy {member['best_val_acc']:.4f} at epoch {member['best_epoch']}")
@@ -137,32 +136,3 @@ def _text_or_file(value: str | None) -> str | None:
     if value and "=" not in value and Path(value).is_file():
         return Path(value).read_text()
     return value
-
-
-def _ctf_pack_info(data: str) -> dict:
-    """``OUT.pack.json`` beside ``OUT.<split>.ctf`` (written by `pack --format ctf`), or {}."""
-    import json
-    from pathlib import Path
-
-    path = Path(data).with_name(Path(data).name.split(".")[0] + ".pack.json")
-    if not path.is_file():
-        return {}
-    try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(info, dict):
-        raise ValueError(f"{path}: expected an object with classes, size, resize, fill")
-    return info
-
-
-def _ctf_classes(args) -> list[str] | None:
-    from pathlib import Path
-
-    if args.classes and Path(args.classes).is_file():
-        return Path(args.classes).read_text().split()
-    if args.classes:
-        return args.classes.split(",")
-    stem = Path(args.data).name.split(".")[0]
-    guess = Path(args.data).with_name(stem + ".classes.txt")
-    return guess.read_text().split() if guess.is_file() else None
