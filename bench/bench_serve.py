@@ -197,6 +197,8 @@ def main() -> None:
                     help="rounds, servers interleaved in each; medians reported (the box is shared and noisy)")
     ap.add_argument("--before-src", type=Path, help="also serve with the gearsight package in this src/ folder "
                     "(e.g. a `git worktree` of an older commit), interleaved like the others: does a change cost speed?")
+    ap.add_argument("--processes", type=int, default=2,
+                    help="also measure `gearsight serve --processes N` (N worker processes on one port); 1: skip")
     ap.add_argument("--baseline-server", type=Path, help=argparse.SUPPRESS)  # internal: run the baseline
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -223,6 +225,8 @@ def main() -> None:
         "gearsight serve (batching)": serve + ["--port"],
         "gearsight serve --no-batching": serve + ["--no-batching", "--port"],
     }
+    if args.processes > 1:
+        servers[f"gearsight serve --processes {args.processes}"] = serve + ["--processes", str(args.processes), "--port"]
     envs = {}
     if args.before_src:
         servers[f"gearsight serve, {args.before_src}"] = serve + ["--port"]

@@ -156,17 +156,16 @@ async def normal_client(port: int, requests: list[bytes], seconds: float | None,
 
 
 def rss_of_tree(pid: int) -> int:
-    """RSS of ``pid`` and its children (the heavy-body process), bytes."""
+    """RSS of ``pid`` and all its descendants (workers of --processes, heavy-body processes), bytes."""
     total = 0
-    pids = [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except FileNotFoundError:
-            pass
-    return total
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:  # exited while we looked
+        return total
+    return total + sum(rss_of_tree(int(c)) for c in children)
 
 
 class RssSampler(threading.Thread):
@@ -185,11 +184,13 @@ def pct(latencies: list[float], q: float) -> float:
 
 
 def hostile_round(onnx: Path, requests: list[bytes], seconds: float, idle_requests: int, only: str = "",
-                  source: str = ATTACKER_ADDRESS) -> dict:
+                  source: str = ATTACKER_ADDRESS, processes: int = 1) -> dict:
     port = bench_serve.free_port()
     proc = bench_serve.start_server([sys.executable, "-m", "gearsight", "serve", str(onnx), "--name", "model",
-                                     "--port", str(port)], port)
+                                     "--processes", str(processes), "--port", str(port)], port)
     try:
+        if processes > 1:
+            time.sleep(5.0)  # the port answers once the first worker is up; let the others load too
         asyncio.run(bench_serve.load(port, requests, 4, 64))  # warm-up
         idle, idle_status = asyncio.run(normal_client(port, requests, None, idle_requests))
         rss_idle = rss_of_tree(proc.pid)
@@ -223,6 +224,8 @@ def main() -> None:
     ap.add_argument("--before-src", type=Path, help="passed to bench_serve.py: the same servers from this src/ too")
     ap.add_argument("--same-address", action="store_true",
                     help="hostile clients from 127.0.0.1, the normal client's address (default: 127.0.0.2)")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="attack `gearsight serve --processes N`; the throughput part measures it beside 1 process")
     ap.add_argument("--only", default="", help="attacks whose names contain one of these comma-separated words")
     args = ap.parse_args()
 
@@ -231,12 +234,13 @@ def main() -> None:
     onnx = tmp / "model.onnx"
     subprocess.run([sys.executable, "-m", "gearsight", "export", str(model), "--out", str(onnx)], check=True, cwd=REPO)
     requests = bench_serve.build_requests(bench_serve.gear_images(64))
-    print(f"machine: {os.cpu_count()} cores; model: random-init GearNet 64 px, 12 classes; {CLIENTS} hostile clients "
+    print(f"server: gearsight serve --processes {args.processes}; "
+          f"machine: {os.cpu_count()} cores; model: random-init GearNet 64 px, 12 classes; {CLIENTS} hostile clients "
           f"from {'127.0.0.1' if args.same_address else ATTACKER_ADDRESS} for {args.seconds:g} s a round; {args.rounds} rounds", flush=True)
     rounds = []
     for i in range(args.rounds):
         r = hostile_round(onnx, requests, args.seconds, args.idle_requests, args.only,
-                          "127.0.0.1" if args.same_address else ATTACKER_ADDRESS)
+                          "127.0.0.1" if args.same_address else ATTACKER_ADDRESS, args.processes)
         rounds.append(r)
         print(f"round {i + 1}: idle p50 {r['idle_p50']:.2f} ms p99 {r['idle_p99']:.2f} ms | under attack p50 "
               f"{r['hot_p50']:.2f} ms p99 {r['hot_p99']:.2f} ms ({r['hot_n']} requests) | p99 ratio "
@@ -260,7 +264,7 @@ def main() -> None:
           f"{all(r['alive'] for r in rounds)}", flush=True)
     if not args.skip_throughput:
         print("\nthroughput goal (bench/bench_serve.py's comparison, same run):", flush=True)
-        sys.argv = [sys.argv[0], "--rounds", str(args.rounds)] + (
+        sys.argv = [sys.argv[0], "--rounds", str(args.rounds), "--processes", str(max(2, args.processes))] + (
             ["--before-src", str(args.before_src)] if args.before_src else [])
         bench_serve.main()
 

@@ -383,3 +383,43 @@ def test_serve_cli_refuses_bad_arguments_in_one_line(tmp_path, files):
                           ([str(files["model"]), "--top-k", "0"], "--top-k must be positive")]:
         proc = subprocess.run([sys.executable, "-m", "gearsight", "serve", *args], capture_output=True, text=True, cwd=REPO)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_processes_share_the_port_and_metrics_count_every_worker(files):
+    """--processes 2: two workers answer on one port (each with the model, torch-free), /metrics adds
+    up their counts whichever one a scrape reaches, and SIGTERM takes them all down."""
+    if not Path("/proc/self/task").exists():
+        pytest.skip("needs Linux /proc to see the worker processes")
+    photo = files["photos"][0]
+    with running_server(files["model"], "--processes", "2", "--api-key", KEY) as (url, proc):
+        headers = {"Authorization": f"Bearer {KEY}"}
+        deadline = time.monotonic() + 60
+        while True:  # the first worker up answers the health check; the second may still be loading
+            servers = [p for p in _children(proc.pid) if "onnxruntime" in Path(f"/proc/{p}/maps").read_text()]
+            if len(servers) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert len(servers) == 2, f"expected 2 worker processes with the model, got {servers}"
+        assert not any("libtorch" in Path(f"/proc/{p}/maps").read_text() for p in servers)
+        sent = 24
+
+        def one(i: int) -> int:  # a client of its own per request: new connections spread over the workers
+            with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+                answer = ok(client.post("/score", json={"image": b64(photo.read_bytes())}))
+                assert_matches(answer["predictions"], files["expected"][photo.name])
+                return client.get("/metadata").status_code
+
+        with ThreadPoolExecutor(6) as pool:
+            assert list(pool.map(one, range(sent))) == [200] * sent
+        for _ in range(4):  # every scrape, whichever worker answers it, counts all of them
+            text = httpx.get(url + "/metrics", headers=headers, timeout=30).text
+            assert f'gearsight_requests_total{{endpoint="/score",status="200"}} {sent}.0' in text, text[:2000]
+            assert f"gearsight_images_scored_total {sent}.0" in text
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+        for pid in servers:
+            assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]

@@ -5,11 +5,13 @@ torch; ``run(...)`` serves it with uvicorn. Every client mistake is a 4xx ``{"er
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import tempfile
 import warnings
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -87,19 +89,50 @@ def create_app(model: str | os.PathLike | OnnxModel, config: ServeConfig | None 
     return app
 
 
+#: What each of ``--processes N`` workers serves (model, detector, ServeConfig as JSON): uvicorn starts
+#: them as fresh interpreters that import the app by name, so the settings travel in the environment.
+WORKER_ENV = "GEARSIGHT_SERVE_WORKER"
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multi-process mode (serve/metrics.py)
+
+
 def run(model: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, config: ServeConfig | None = None,
         access_log: bool = False, detector: str | os.PathLike | None = None, http: str = "auto") -> None:
-    """Serve with uvicorn; ``http``: uvicorn's HTTP parser (auto: httptools where installed, else h11)."""
+    """Serve with uvicorn; ``http``: uvicorn's HTTP parser (auto: httptools where installed, else h11).
+
+    ``config.processes`` > 1: that many worker processes share the port (uvicorn's supervisor
+    restarts one that dies), each with its share of the queue and body bounds (``per_process``);
+    /metrics adds up every worker's counts.
+    """
     import uvicorn
+
+    config = config or ServeConfig()
+    # Access logs cost ~0.1 ms a request on a 2-core box; /metrics counts requests instead.
+    # limit_concurrency bounds connections + requests (uvicorn answers 503 past it); on SIGTERM,
+    # in-flight requests get timeout_graceful_shutdown seconds, then the process exits regardless.
+    worker = config.per_process()  # each of N workers gets 1/N of the server-wide bounds
+    options = dict(host=host, port=port, access_log=access_log, log_level="info", http=http, timeout_keep_alive=5,
+                   limit_concurrency=worker.limit_concurrency, timeout_graceful_shutdown=config.shutdown_timeout_s)
+    if config.processes <= 1:
+        return uvicorn.run(_quiet_pillow(create_app(model, config, detector)), **options)
+    OnnxModel(model, config.name, config.threads)  # a bad file fails here, once, not in every worker
+    if detector is not None:
+        OnnxDetector(detector, config.threads)
+    with tempfile.TemporaryDirectory(prefix="gearsight-metrics-") as metrics_dir:
+        os.environ[WORKER_ENV] = json.dumps({"model": str(model), "detector": detector and str(detector),
+                                             "config": asdict(worker)})
+        os.environ[METRICS_DIR_ENV] = metrics_dir
+        uvicorn.run("gearsight.serve.app:worker_app", factory=True, workers=config.processes, **options)
+
+
+def worker_app() -> FastAPI:
+    """The app of one ``--processes`` worker, from the settings ``run`` put in WORKER_ENV."""
+    job = json.loads(os.environ[WORKER_ENV])
+    return _quiet_pillow(create_app(job["model"], ServeConfig(**job["config"]), job["detector"]))
+
+
+def _quiet_pillow(app: FastAPI) -> FastAPI:
     from PIL import Image
 
     # Our max_pixels check runs before decoding; Pillow's own bomb warning (at 89 MP) is log noise.
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-    config = config or ServeConfig()
-    app = create_app(model, config, detector)
-    # Access logs cost ~0.1 ms a request on a 2-core box; /metrics counts requests instead.
-    # limit_concurrency bounds connections + requests (uvicorn answers 503 past it); on SIGTERM,
-    # in-flight requests get timeout_graceful_shutdown seconds, then the process exits regardless.
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info",
-                limit_concurrency=config.limit_concurrency, timeout_graceful_shutdown=config.shutdown_timeout_s,
-                timeout_keep_alive=5, http=http)
+    return app

@@ -62,7 +62,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--no-batching", dest="batching", action="store_false", help="one model run per request")
     run.add_argument("--max-batch", type=int, default=d.max_batch, help="inputs per model run")
     run.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help="longest wait to fill a batch, ms")
-    run.add_argument("--workers", type=int, default=d.workers, help="decode threads")
+    run.add_argument("--workers", type=int, default=d.workers, help="decode threads per process")
+    run.add_argument("--processes", type=int, default=d.processes,
+                     help="server processes sharing the port, each with the model loaded (one per core serves "
+                          "the most requests; memory grows with each)")
     run.add_argument("--threads", type=int, default=d.threads, help="ONNX Runtime threads per model run")
 
 
@@ -119,8 +122,9 @@ def serve(args: argparse.Namespace) -> int:
     if not args.model.is_file():
         raise FileNotFoundError(f"model file not found: {args.model}")
     _check_model_file(args.model)
-    for flag in ("max_body_mb", "max_pixels", "max_items", "top_k", "max_batch", "workers", "threads", "max_queue",
-                 "max_queue_per_client", "body_budget_mb", "limit_concurrency", "timeout", "shutdown_timeout"):
+    for flag in ("max_body_mb", "max_pixels", "max_items", "top_k", "max_batch", "workers", "processes", "threads",
+                 "max_queue", "max_queue_per_client", "body_budget_mb", "limit_concurrency", "timeout",
+                 "shutdown_timeout"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     if args.max_wait_ms < 0:
@@ -128,9 +132,10 @@ def serve(args: argparse.Namespace) -> int:
     config = ServeConfig(
         name=args.name or args.model.stem, max_body_bytes=int(args.max_body_mb * 2**20), max_pixels=args.max_pixels,
         max_items=args.max_items, top_k=args.top_k, batching=args.batching, max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms, workers=args.workers, threads=args.threads, max_queue=args.max_queue,
-        body_budget_bytes=int(args.body_budget_mb * 2**20), limit_concurrency=args.limit_concurrency,
-        timeout_s=args.timeout, shutdown_timeout_s=args.shutdown_timeout, max_queue_per_client=args.max_queue_per_client,
+        max_wait_ms=args.max_wait_ms, workers=args.workers, processes=args.processes, threads=args.threads,
+        max_queue=args.max_queue, body_budget_bytes=int(args.body_budget_mb * 2**20),
+        limit_concurrency=args.limit_concurrency, timeout_s=args.timeout, shutdown_timeout_s=args.shutdown_timeout,
+        max_queue_per_client=args.max_queue_per_client,
     )
     config.api_key = _api_key(args) or config.api_key
     if not config.api_key and not _loopback(args.host):

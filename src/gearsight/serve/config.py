@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 API_KEY_ENV = "GEARSIGHT_API_KEY"
 MAX_PIXELS_CAP = 40_000_000  # a 40 MP photo decodes to 120 MB; no model here needs more
@@ -26,7 +26,10 @@ class ServeConfig:
     batching: bool = True  # dynamic batching; measured in docs/BENCHMARKS.md "Serving"
     max_batch: int = 32  # inputs per model run
     max_wait_ms: float = 2.0  # longest a batch waits for requests still being decoded
-    workers: int = 2  # decode threads (Pillow releases the GIL): one per core
+    workers: int = 2  # decode threads per process (Pillow releases the GIL): one per core
+    processes: int = 1  # server processes sharing the port (uvicorn workers); each holds the model and
+    # its own decode threads. One process's event loop and GIL cap it below 2 busy cores: 2 served
+    # ~1.3x the requests of 1 at concurrency 32 on the 2-core box (docs/BENCHMARKS.md "Serving")
     threads: int = 1  # ONNX Runtime intra-op threads per run
     detect_min_score: float = 0.3  # /detect drops weaker boxes; ?min_score=N overrides
     # Back-pressure (docs/SERVING.md "Limits"): past these a request is a 429 with Retry-After.
@@ -40,3 +43,18 @@ class ServeConfig:
 
     def pixels_for(self, input_size: int) -> int:
         return self.max_pixels if self.max_pixels is not None else default_max_pixels(input_size)
+
+    def per_process(self) -> "ServeConfig":
+        """One worker's share of the server-wide bounds under ``processes`` > 1: the queue, the
+        per-client share, the body budget and uvicorn's concurrency limit stay totals for the
+        server, so N workers admit what one process would, not N times as much."""
+        n = self.processes
+        if n <= 1:
+            return self
+
+        def share(total: int) -> int:
+            return max(1, -(-total // n))  # rounded up
+
+        return replace(self, max_queue=share(self.max_queue), limit_concurrency=share(self.limit_concurrency),
+                       max_queue_per_client=self.max_queue_per_client and share(self.max_queue_per_client),
+                       body_budget_bytes=max(self.max_body_bytes, share(self.body_budget_bytes)))

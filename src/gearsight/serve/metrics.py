@@ -5,10 +5,11 @@ path, so a scanner hitting random URLs cannot grow the label set.
 """
 from __future__ import annotations
 
+import os
 import time
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
-                               disable_created_metrics, generate_latest)
+                               disable_created_metrics, generate_latest, multiprocess)
 from starlette.routing import Match
 
 disable_created_metrics()  # the *_created timestamp series double the output and nobody graphs them
@@ -27,7 +28,8 @@ class Metrics:
                                  ["endpoint"], buckets=LATENCY_BUCKETS, **kw)
         self.batch_size = Histogram("gearsight_batch_size", "Inputs per model run", buckets=BATCH_BUCKETS, **kw)
         self.images = Counter("gearsight_images_scored", "Inputs scored by the model", **kw)
-        info = Gauge("gearsight_model_info", "The served model", ["name", "version"], **kw)
+        # multiprocess_mode: under `serve --processes N` every worker sets it to 1, and /metrics says 1
+        info = Gauge("gearsight_model_info", "The served model", ["name", "version"], multiprocess_mode="max", **kw)
         info.labels(model_name, model_version).set(1)
 
     def observe_batch(self, n: int) -> None:
@@ -41,7 +43,14 @@ class Metrics:
         self.latency.labels(endpoint).observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """This process's metrics; under ``serve --processes N`` (prometheus_client's multi-process
+        mode: PROMETHEUS_MULTIPROC_DIR set before the workers start) the sum over every worker, so a
+        scrape that reaches any one of them counts every request."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return generate_latest(merged), CONTENT_TYPE_LATEST
 
 
 class MetricsMiddleware:
