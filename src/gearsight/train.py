@@ -18,12 +18,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from gearsight.checkpoint import improves, load_resume_state, save_resume_state  # noqa: F401  (re-exported)
 from gearsight.config import TrainConfig
 from gearsight.data.loader import Batches
 from gearsight.data.transforms import to_model_input
-from gearsight.devices import model_device
 from gearsight.distributed import DistInfo, all_reduce_sum, init_from_env, shutdown
-from gearsight.files import atomic_write
 from gearsight.modelfile import ModelSpec, save_model
 from gearsight.models import TIMM_PREFIX, create_model
 from gearsight.optim import (AMP_ENV, autocast_for, cpu_has_fast_bf16, make_optimizer,  # noqa: F401  (re-exported)
@@ -206,38 +205,6 @@ def model_spec(cfg: TrainConfig, classes: list[str], size: int, resize: str, fil
                      extra=extra)
 
 
-def save_resume_state(path: Path, model, optimizer, scheduler, epoch: int, best: dict, cfg: TrainConfig,
-                      ema=None, lookahead: Lookahead | None = None) -> None:
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "epoch": epoch, "best": best, "config": asdict(cfg)}
-    if ema is not None:
-        state["ema"] = ema.state_dict()
-    if lookahead is not None:
-        state["lookahead"] = lookahead.slow
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def load_resume_state(path: Path, model, optimizer, scheduler, ema=None,
-                      lookahead: Lookahead | None = None) -> tuple[int, dict]:
-    """Restore a ``save_resume_state`` file; every tensor lands on the model's device.
-
-    The file may come from another device (a GPU run resumed on a CPU, or cuda:1 on cuda:0):
-    map_location puts model, optimizer, EMA and lookahead tensors where the model is, so no
-    ``lerp_``/``copy_`` later mixes devices.
-    """
-    device = model_device(model)
-    # weights_only=True: tensors and plain containers only, no arbitrary unpickling.
-    state = torch.load(path, map_location=device, weights_only=True)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if ema is not None and "ema" in state:
-        ema.load_state_dict(state["ema"])
-    if lookahead is not None and "lookahead" in state:
-        lookahead.slow = {name: value.to(device) for name, value in state["lookahead"].items()}
-    return state["epoch"], state["best"]
-
-
 def plan_time_budget(model, train: Batches, val: Batches, cfg: TrainConfig, device: torch.device, info: DistInfo,
                      resume_dir: Path | None = None) -> None:
     """``cfg.minutes``: set ``cfg.epochs`` to what fits the budget (gearsight.budget), and say so.
@@ -324,9 +291,7 @@ def fit(train: Batches, val: Batches, classes: list[str], run_dir: str | Path, c
             lookahead.finish(model)
         best_net = ema.module if ema is not None else model  # the weights that get evaluated and saved
         row.update(evaluate(best_net, val, device, cfg) if has_val else {"val_loss": math.nan, "val_acc": math.nan})
-        # Ties go to the later epoch: the val split is small (189 gear photos, 1 image = 0.5%), and
-        # with a one-cycle schedule a later epoch has seen a lower learning rate.
-        improved = row["val_acc"] >= best["val_acc"] if has_val and cfg.keep == "best" else True
+        improved = improves(row["val_acc"], best["val_acc"]) if has_val and cfg.keep == "best" else True  # ties: later
         if improved:
             best = {"val_acc": row["val_acc"], "val_loss": row["val_loss"], "epoch": epoch}
         if info.is_main:

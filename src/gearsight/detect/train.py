@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gearsight.checkpoint import improves, load_detector_state, save_detector_state
 from gearsight.detect.evaluate import evaluate_outputs, format_metrics
 from gearsight.detect.model import DEFAULT_ARCH, DetectorConfig, create_detector, load_torchvision_weights
 from gearsight.detect.predict import detector_spec, run_model, save_detector
@@ -158,20 +159,6 @@ def validate(model, data: DetectionData) -> dict[str, Any]:
     return evaluate_outputs(data, outputs)
 
 
-def save_state(path: Path, model, optimizer, state: dict, cfg: DetectTrainConfig) -> None:
-    blob = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
-            "config": cfg.to_json()}
-    atomic_write(path, lambda tmp: torch.save(blob, tmp))
-
-
-def load_state(path: Path, model, optimizer) -> dict:
-    """Restore RUN/last.pt; model and optimizer tensors land on the model's device, wherever they were saved."""
-    blob = torch.load(path, map_location=model_device(model), weights_only=True)  # tensors and plain types only
-    model.load_state_dict(blob["model"])
-    optimizer.load_state_dict(blob["optimizer"])
-    return blob["state"]
-
-
 def build_model(cfg: DetectTrainConfig, num_classes: int):
     model = create_detector(cfg.arch, num_classes, cfg.model)
     if cfg.weights:
@@ -207,7 +194,7 @@ def fit(train: DetectionData, val: DetectionData | None, run_dir: str | Path, cf
     state = {"epoch": 0, "step": 0, "elapsed": 0.0, "best": None, "best_epoch": None}
     last_path, model_path = run_dir / "last.pt", run_dir / "model.safetensors"
     if resume and last_path.is_file():
-        state = load_state(last_path, model, optimizer)
+        state = load_detector_state(last_path, model, optimizer)
         print(f"resumed from {last_path}: epoch {state['epoch']}, step {state['step']}", flush=True)
     log = RunLog(run_dir, resume and last_path.is_file())
     start = time.perf_counter()
@@ -227,7 +214,7 @@ def fit(train: DetectionData, val: DetectionData | None, run_dir: str | Path, cf
             row.update(val_AP=metrics["AP"], val_AP50=metrics["AP50"], val_AP75=metrics["AP75"])
         log.write(row, improved)
         # Saved after the epoch's bookkeeping, so a resumed run never repeats or skips an epoch.
-        save_state(last_path, model, optimizer, {**state, "elapsed": elapsed()}, cfg)
+        save_detector_state(last_path, model, optimizer, {**state, "elapsed": elapsed()}, cfg)
     if val is None:  # nothing to select on: the final weights are the model
         _save(model, model_path, cfg, train, {"epoch": state["epoch"]})
     summary = {"epochs": state["epoch"], "steps": state["step"], "minutes": elapsed() / 60,
@@ -243,7 +230,7 @@ def _save(model, path: Path, cfg: DetectTrainConfig, train: DetectionData, extra
 
 def _update_best(metrics, state: dict, cfg: DetectTrainConfig, model, path: Path, train: DetectionData,
                  val: DetectionData | None) -> bool:
-    if not metrics or (state["best"] is not None and metrics[cfg.select] <= state["best"]):
+    if not metrics or not improves(metrics[cfg.select], state["best"]):  # ties go to the later epoch
         return False
     state["best"], state["best_epoch"] = metrics[cfg.select], state["epoch"]
     _save(model, path, cfg, train, {"epoch": state["epoch"], "val_metrics": {
