@@ -2,7 +2,8 @@
 
     ctf/          CNTK Text Format: reader (full grammar, compiled fast path), writer, the image view
     config.py     BrainScript reader configs -> plain records (the config language alone)
-    transforms.py CNTK's ImageDeserializer transforms (Crop, Scale, Mean, Color, ...) on torch tensors
+    transforms/   CNTK's ImageDeserializer transforms on torch tensors: Pipeline and the builders;
+                  base, geometry (Crop, Scale, HFlip), photometric (Mean, Intensity, Color)
     mapfile.py    map files (``path<TAB>label``): the one map-file parser (pack and train), torch-free
     dataset.py    MapFileDataset: a map file decoded and transformed on the fly (CNTK's ImageDeserializer)
 
