@@ -164,6 +164,6 @@ def test_per_process_bounds_add_up_to_the_server_wide_ones():
     assert one.per_process() is one
     two = ServeConfig(api_key=None, processes=2, max_queue=64, max_queue_per_client=21, limit_concurrency=511,
                       body_budget_bytes=20 << 20, max_body_bytes=16 << 20).per_process()
-    assert (two.max_queue, two.max_queue_per_client, two.limit_concurrency) == (32, 11, 256)
+    assert (two.max_queue, two.max_queue_per_client, two.limit_concurrency, two.workers) == (32, 11, 256, 1)
     assert two.body_budget_bytes == 16 << 20  # never under one largest body
     assert ServeConfig(api_key=None, processes=3).per_process().max_queue_per_client is None  # default: half the queue

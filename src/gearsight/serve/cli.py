@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--no-batching", dest="batching", action="store_false", help="one model run per request")
     run.add_argument("--max-batch", type=int, default=d.max_batch, help="inputs per model run")
     run.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help="longest wait to fill a batch, ms")
-    run.add_argument("--workers", type=int, default=d.workers, help="decode threads per process")
+    run.add_argument("--workers", type=int, default=d.workers, help="decode threads in all (split over --processes)")
     run.add_argument("--processes", type=int, default=d.processes,
                      help="server processes sharing the port, each with the model loaded (one per core serves "
                           "the most requests; memory grows with each)")
