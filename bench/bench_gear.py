@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 import torch
+import yaml
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
@@ -70,14 +71,18 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="trainings run side by side")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per training (0 = all cores)")
     ap.add_argument("--ensemble", type=int, default=1, help="members per model (seed ensemble; default 1)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a TrainConfig override for every training (YAML value), e.g. --set mixup=0.2 --set epochs=80")
     args = ap.parse_args()
+    extra = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
     translate = round(4 * args.size / 64)
     gear = resolve_dataset("gear")
     from gearsight.train import cpu_has_fast_bf16
 
     print(f"torch {torch.__version__}; {cpu_name()}, {os.cpu_count()} cores, native bf16: "
           f"{'yes' if cpu_has_fast_bf16() else 'no (bf16 emulated)'}; {args.jobs} job(s) x "
-          f"{args.threads or 'all'} thread(s); {args.size} px, translate {translate}")
+          f"{args.threads or 'all'} thread(s); {args.size} px, translate {translate}"
+          + (f"; overrides {extra}" if extra else ""))
     with tempfile.TemporaryDirectory() as tmp:
         workflow.pack_source(gear / "split.csv", f"{tmp}/g32", size=32, progress=False)
         packed = f"{tmp}/g{args.size}"
@@ -90,7 +95,7 @@ def main() -> None:
             for amp, seed in jobs:
                 overrides = {"seed": seed * args.ensemble, "amp": amp, "translate": translate,
                              "threads": args.threads, "ensemble": args.ensemble}
-                overrides |= {"epochs": args.epochs} if args.epochs else {}
+                overrides |= ({"epochs": args.epochs} if args.epochs else {}) | extra
                 futures[amp, seed] = pool.submit(train_and_test, packed, f"{tmp}/run-{amp}-{seed}", overrides)
             cnn: dict[str, list[tuple[float, float]]] = {}
             singles: dict[str, list[float]] = {}

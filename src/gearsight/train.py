@@ -23,6 +23,7 @@ from gearsight.config import TrainConfig
 from gearsight.data.loader import Batches
 from gearsight.data.transforms import to_model_input
 from gearsight.distributed import DistInfo, all_reduce_sum, init_from_env, shutdown
+from gearsight.mix import mix_batch, mixed_cross_entropy
 from gearsight.modelfile import ModelSpec, save_model
 from gearsight.models import TIMM_PREFIX, create_model
 from gearsight.optim import (AMP_ENV, autocast_for, cpu_has_fast_bf16, make_optimizer,  # noqa: F401  (re-exported)
@@ -104,9 +105,15 @@ def train_one_epoch(model, batches: Batches, optimizer, scheduler, epoch: int, c
     for x, y in bar:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         data_time += time.perf_counter() - tick
+        mixing = cfg.mixup > 0 or cfg.cutmix > 0
+        if mixing:
+            x, partner, lam = mix_batch(x, y, cfg.mixup, cfg.cutmix)
         with autocast_for(cfg.amp, device):
             logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            if mixing:
+                loss = mixed_cross_entropy(logits.float(), y, partner, lam, cfg.label_smoothing)
+            else:
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for p in frozen:  # a parameter without a gradient is skipped by SGD, momentum and decay included

@@ -54,6 +54,9 @@ def register(subparsers) -> None:
     a = p.add_argument_group("augmentation")
     a.add_argument("--translate", type=int, help="max random shift in pixels (default 4)")
     a.add_argument("--no-flip", dest="flip", action="store_const", const=False, help="no random mirroring")
+    a.add_argument("--mixup", type=float, metavar="A", help="mixup: blend image pairs and labels, Beta(A, A) (0 = off)")
+    a.add_argument("--cutmix", type=float, metavar="A", help="CutMix: paste a box of another image, Beta(A, A) (0 = off; "
+                   "with --mixup, one of the two per batch)")
     a.add_argument("--background-p", type=float, metavar="P",
                    help="paste each training image's object on a real scene with probability P (0 = off; packed data)")
     a.add_argument("--backgrounds", metavar="POOL.npy", help="scene pool for --background-p (default: COCO128's augment half)")
@@ -70,7 +73,7 @@ def register(subparsers) -> None:
 
 
 OPTION_NAMES = ["arch", "widths", "stem", "norm", "epochs", "minutes", "batch_size", "lr", "ema", "weight_decay", "label_smoothing", "patience", "keep",
-                "translate", "flip", "background_p", "backgrounds", "seed", "ensemble", "amp", "device", "threads", "mlflow"]
+                "translate", "flip", "mixup", "cutmix", "background_p", "backgrounds", "seed", "ensemble", "amp", "device", "threads", "mlflow"]
 OPTION_NAMES += ["pretrained", "head_lr_scale", "freeze_epochs", "freeze_stages", "bn_freeze"]  # pretrained backbones / fine-tuning
 
 
