@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gearsight._moved import names as moved_names
 from gearsight.files import atomic_write, file_sha256
 from gearsight.modelfile import ModelSpec, load_model
 from gearsight.onnxfile import cpu_session, write_metadata
@@ -27,6 +28,11 @@ INPUT_NAME = "input"  # N x 3 x S x S float32, normalised as in training
 OUTPUT_NAME = "logits"  # N x num_classes float32 (softmax is applied by the server)
 OPSET = 17
 FORMATS = ("onnx", "torchscript")
+
+# Moved to gearsight.onnxfile (torch-free, shared with serve/); the old names warn for one release.
+__getattr__ = moved_names(__name__, {"SPEC_KEY": "gearsight.onnxfile.SPEC_KEY",
+                                     "add_metadata": "gearsight.onnxfile.write_metadata",
+                                     "onnx_session": "gearsight.onnxfile.cpu_session"})
 
 
 def _example_input(spec: ModelSpec, batch: int = 2) -> torch.Tensor:

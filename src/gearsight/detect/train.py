@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gearsight._moved import names as moved_names
 from gearsight.checkpoint import improves, load_detector_state, save_detector_state
 from gearsight.detect.evaluate import evaluate_outputs, format_metrics
 from gearsight.detect.model import DEFAULT_ARCH, DetectorConfig, create_detector, load_torchvision_weights
@@ -32,6 +33,11 @@ from gearsight.files import atomic_write
 
 LOSSES = ["loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"]
 COLUMNS = ["epoch", "step", "loss", *LOSSES, "lr", "img_per_s", "elapsed_min", "val_AP", "val_AP50", "val_AP75"]
+
+
+# The resume checkpoint moved to gearsight.checkpoint; the old names warn for one release.
+__getattr__ = moved_names(__name__, {"save_state": "gearsight.checkpoint.save_detector_state",
+                                     "load_state": "gearsight.checkpoint.load_detector_state"})
 
 
 @dataclass
