@@ -2,7 +2,8 @@
 
 Defaults are the gear recipe (64 px catalog photos, 1.5k training images, 2-core CPU); every value
 was chosen by measurement with TrainConfig overrides on the gear split (docs/BENCHMARKS.md,
-"How the recipe was chosen"; bench/bench_gear.py reruns the result).
+"Gear: CNN vs classical ML", its paragraph on how the recipe was chosen; bench/bench_gear.py reruns
+the result).
 """
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 
     inputs (what kind of input a path is: the one place that decides, for pack, train and detect)
     -> sources (what files and labels a source holds) -> pack (decode + resize through gearsight.image,
-    the packed uint8 format) -> loader (batches) + transforms (augmentation)
-    cifar and datasets (known public datasets),
+    the packed uint8 format: PackWriter its one writer, PackedDataset its one reader)
+    -> loader (batches) + transforms (augmentation)
+    cifar (CIFAR-10 in every shape, packed through pack) and datasets (known public datasets), paths,
     matting / composite / outdoor (background augmentation and the outdoor benchmark)
 
 Decoding and resizing live in gearsight.image (torch-free), CNTK's formats in gearsight.cntk; the

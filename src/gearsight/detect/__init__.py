@@ -1,7 +1,9 @@
 """Object detection: COCO/VOC sources, Faster R-CNN factory, training, COCO evaluation, prediction.
 
 Pipeline: sources (voc, coco -> records) -> transforms (box-aware v2 augmentation) -> model
-(torchvision Faster R-CNN) -> train -> evaluate (pycocotools) / predict (Detector) -> report, draw.
+(torchvision Faster R-CNN) -> recipe (the training configuration from the data: anchors, the BCCD
+recipe) -> train -> evaluate (pycocotools) / predict (Detector) -> report, draw -> export (ONNX).
+Model file and resume checkpoints are the classifier's (gearsight.modelfile, gearsight.checkpoint).
 Attributes load lazily so ``import gearsight.detect`` does not pull in torch.
 """
 from __future__ import annotations

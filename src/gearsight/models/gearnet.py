@@ -1,6 +1,9 @@
 """GearNet: a small conv + pool network for catalog photos at 64 px.
 
-Design (each choice measured on the gear split, 2-core CPU; see docs/BENCHMARKS.md, "Gear recipe"):
+Design (each choice measured on the gear split, 2-core CPU, 2026-11-21; docs/BENCHMARKS.md, "Gear: CNN
+vs classical ML", tells how the recipe was chosen: its table of variants, the source of the stem and
+width figures below, was removed for want of a reproducing command; `--stem patch`, `--widths 48,96,192`
+re-measure them, and "More pixels do not fix the seed spread" measures more pixels again):
 - Stem: a 3x3 conv at full resolution, then 2x2 max pool. Halving the resolution first cuts the
   FLOPs of every later layer by 4x. A 2x2 stride-2 "patchify" conv (airbench's stem) costs the same
   on this CPU but scored lower on gear (test 97.1-98.2% over 3 seeds vs 97.7-98.6%), so it is an
