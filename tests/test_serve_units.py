@@ -167,3 +167,25 @@ def test_per_process_bounds_add_up_to_the_server_wide_ones():
     assert (two.max_queue, two.max_queue_per_client, two.limit_concurrency, two.workers) == (32, 11, 256, 1)
     assert two.body_budget_bytes == 16 << 20  # never under one largest body
     assert ServeConfig(api_key=None, processes=3).per_process().max_queue_per_client is None  # default: half the queue
+
+
+def test_score_and_detect_read_an_item_the_same_way():
+    """One item parser (serve/parse.py) for /score and /detect: without 'layout' the shape says which
+    ([3, H, W] chw, [H, W, 3] hwc) on both; an ambiguous shape is a named 400 (issue 12: /score
+    defaulted to chw, /detect to hwc)."""
+    from gearsight.serve.detect_routes import _item_pixels
+
+    pre = Preprocessor(spec(size=8), 10**8)
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3)).astype(np.float32)
+    hwc = {"data": rgb.ravel().tolist(), "shape": [5, 7, 3]}
+    chw = {"data": rgb.transpose(2, 0, 1).ravel().tolist(), "shape": [3, 5, 7]}
+    np.testing.assert_array_equal(parse_score(json.dumps(hwc).encode(), pre, 8)[0],
+                                  parse_score(json.dumps({**hwc, "layout": "hwc"}).encode(), pre, 8)[0])
+    for item in (hwc, chw, {**chw, "layout": "chw"}):
+        pixels, _ = _item_pixels(item, "body", 10**8)
+        np.testing.assert_array_equal(pixels, rgb.astype(np.uint8))
+    square = {"data": [0.0] * 27, "shape": [3, 3, 3]}
+    with pytest.raises(RequestError, match=r"body: shape \[3, 3, 3\] could be .*'layout'"):
+        parse_score(json.dumps(square).encode(), pre, 8)
+    with pytest.raises(RequestError, match=r"body: shape \[3, 3, 3\] could be"):
+        _item_pixels(square, "body", 10**8)

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from gearsight.detect.answer import detection_answer
 from gearsight.detect.model import ARCHS, IMAGE_MEAN, IMAGE_STD, DetectorConfig, create_detector
 from gearsight.devices import model_device, resolve_device
 from gearsight.image.decode import ImageSource, decode_image
@@ -99,12 +100,5 @@ class Detector:
         if isinstance(images, (str, os.PathLike, bytes, bytearray)) or (
                 isinstance(images, np.ndarray) and images.ndim == 3):
             raise TypeError("predict takes a list of images; wrap a single image in [ ]")
-        results = []
-        for out in self.raw_outputs(images, batch_size):
-            keep = out["scores"] >= min_score
-            results.append({
-                "boxes": np.round(out["boxes"][keep], 2).tolist(),
-                "labels": [self.classes[int(k) - 1] for k in out["labels"][keep]],
-                "scores": np.round(out["scores"][keep], 4).tolist(),
-            })
-        return results
+        return [detection_answer(out["boxes"], out["labels"], out["scores"], self.classes, min_score)
+                for out in self.raw_outputs(images, batch_size)]

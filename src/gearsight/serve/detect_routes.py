@@ -1,7 +1,8 @@
 """``POST /detect`` (JSON, the request forms of /score) and ``POST /detect/file`` (multipart).
 
-JSON: one item or a list; an item is ``{"image": "<base64>"}`` or ``{"data": ..., "shape": [H, W, 3],
-"layout": "hwc"}`` (raw 0..255 pixels as numbers or base64 float32; ``"chw"`` takes [3, H, W]).
+JSON: one item or a list, parsed by serve/parse.py as /score's; an item is ``{"image": "<base64>"}``
+or ``{"data": ..., "shape": [H, W, 3]}`` (raw 0..255 pixels as numbers or base64 float32; [3, H, W]
+is read as ``"layout": "chw"``, and ``layout`` may say so).
 A detector takes images of any size, so there is no preprocessed-tensor form. ``?min_score=`` (0..1)
 drops weaker boxes. Present only when the server was started with ``--detector``. Everything but the
 body read runs on the engine's decode workers, one image decoded at a time, under the same limits
@@ -20,7 +21,7 @@ from PIL import Image
 
 from gearsight.serve import openapi
 from gearsight.serve.errors import RequestError
-from gearsight.serve.parse import LAYOUTS, _check_dtype, decode_base64, parse_json, tensor
+from gearsight.serve.parse import check_item, decode_base64, json_items, tensor_item
 from gearsight.serve.preprocess import decode_request_image, pixels_from_floats
 from gearsight.serve.routes import HEAVY_BYTES, _uploads, client_of, is_heavy, json_response, service
 
@@ -49,17 +50,10 @@ def _image_pixels(data: bytes, where: str, max_pixels: int) -> tuple[np.ndarray,
 
 
 def _item_pixels(item: Any, where: str, max_pixels: int) -> tuple[np.ndarray, float]:
-    if not isinstance(item, dict):
-        raise RequestError(f"{where}: expected an object with 'image' or 'data', got {type(item).__name__}")
+    check_item(item, where)
     if "image" in item:
         return _image_pixels(decode_base64(item["image"], f"{where}.image"), f"{where}.image", max_pixels)
-    if "data" not in item or "shape" not in item:
-        raise RequestError(f"{where}: needs 'image' (base64) or 'data' + 'shape' (float32 pixels); got keys {sorted(item)}")
-    _check_dtype(item, where)
-    layout = item.get("layout", "hwc")
-    if layout not in LAYOUTS:
-        raise RequestError(f"{where}.layout: must be one of {LAYOUTS}, got {layout!r}")
-    arr = tensor(item["data"], item["shape"], where)
+    arr, layout = tensor_item(item, where)
     if layout == "chw" and arr.ndim == 3:
         arr = arr.transpose(1, 2, 0)  # checked below as [H, W, 3]
     return pixels_from_floats(arr, where, max_pixels), 1.0
@@ -77,23 +71,9 @@ def _detect_each(svc, decoders: list[Callable[[], tuple[np.ndarray, float]]], mi
     results = []
     for decode in decoders:
         rgb, factor = decode()
-        result = svc.detector.detect(rgb, min_score)
+        results.append(svc.detector.detect(rgb, min_score, scale=factor))  # boxes in the sent image's pixels
         del rgb
-        if factor != 1.0:  # boxes in the sent image's pixels
-            result["boxes"] = np.round(np.asarray(result["boxes"]) * factor, 2).tolist()
-        results.append(result)
     return results
-
-
-def _json_items(body: bytes, max_items: int) -> tuple[list, bool]:
-    payload = parse_json(body)
-    is_list = isinstance(payload, list)
-    items = payload if is_list else [payload]
-    if not items:
-        raise RequestError("empty list: send at least one item")
-    if len(items) > max_items:
-        raise RequestError(f"{len(items)} items in one request; the limit is {max_items}", status=413)
-    return items, is_list
 
 
 @router.post("/detect", openapi_extra=openapi.DETECT)
@@ -103,7 +83,7 @@ async def detect(request: Request) -> Response:
     body = await request.body()
 
     def work() -> tuple[list[dict], bool]:  # on the engine's decode workers: JSON, decode, detect
-        items, is_list = _json_items(body, svc.config.max_items)
+        items, is_list = json_items(body, svc.config.max_items)
         where = "item[{}]" if is_list else "body"
         decoders = [functools.partial(_item_pixels, it, where.format(i), svc.config.max_pixels)
                     for i, it in enumerate(items)]

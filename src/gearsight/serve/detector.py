@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gearsight.detect.answer import detection_answer
 from gearsight.serve.model import open_onnx
 
 
@@ -23,11 +24,9 @@ class OnnxDetector:
         self.name = Path(path).stem
         self.input_name = self.session.get_inputs()[0].name
 
-    def detect(self, rgb: np.ndarray, min_score: float) -> dict:
-        """``H x W x 3`` uint8 -> ``{"boxes": [[x1, y1, x2, y2], ...], "labels": [...], "scores": [...]}``."""
+    def detect(self, rgb: np.ndarray, min_score: float, scale: float = 1.0) -> dict:
+        """``H x W x 3`` uint8 -> ``{"boxes": [[x1, y1, x2, y2], ...], "labels": [...], "scores": [...]}``;
+        ``scale`` multiplies the boxes (from decoded pixels back to the sent image's)."""
         image = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) / np.float32(255)
         boxes, labels, scores = self.session.run(None, {self.input_name: image})
-        keep = scores >= min_score
-        return {"boxes": np.round(boxes[keep], 2).tolist(),
-                "labels": [self.classes[int(k) - 1] for k in labels[keep]],
-                "scores": np.round(scores[keep], 4).tolist()}
+        return detection_answer(boxes, labels, scores, self.classes, min_score, scale)

@@ -3,8 +3,10 @@
 Two JSON dialects arrive here:
 - ``POST /score``: one item or a JSON list of items; an item is ``{"image": "<base64>"}`` (encoded
   JPEG/PNG/...) or ``{"data": ..., "shape": [...], "layout": "chw"|"hwc"}`` where ``data`` is a
-  (nested) list of numbers or a base64 string of little-endian float32 bytes. ``chw`` (default) is
-  a tensor already preprocessed like training; ``hwc`` is raw 0..255 pixels of any size.
+  (nested) list of numbers or a base64 string of little-endian float32 bytes. ``chw`` is a tensor
+  already preprocessed like training; ``hwc`` is raw 0..255 pixels of any size. Without ``layout``
+  the shape says which ([3, S, S] or [H, W, 3]). ``POST /detect`` takes the same items (``chw`` is
+  raw pixels there: the detector normalises inside its graph), through the same functions.
 - ``POST /v2/models/{name}/infer`` (Open Inference Protocol v2): one input, FP32 ``[N, 3, S, S]``
   or BYTES ``[N]`` holding base64-encoded images.
 """
@@ -110,26 +112,47 @@ def _check_dtype(item: dict, where: str) -> None:
         raise RequestError(f"{where}.dtype: only float32 is accepted, got {dtype!r}")
 
 
-def score_item(item: Any, pre: Preprocessor, where: str) -> np.ndarray:
-    """One ``/score`` item -> ``3 x S x S`` float32."""
+def check_item(item: Any, where: str) -> None:
+    """An item of /score or /detect is an object with 'image', or 'data' + 'shape'."""
     if not isinstance(item, dict):
         raise RequestError(f"{where}: expected an object with 'image' or 'data', got {type(item).__name__}")
     if "image" in item:
-        return pre.from_image(decode_base64(item["image"], f"{where}.image"), f"{where}.image")
+        return
     if "data" not in item:
         raise RequestError(f"{where}: needs 'image' (base64) or 'data' + 'shape' (float32); got keys {sorted(item)}")
     if "shape" not in item:
         raise RequestError(f"{where}: 'data' needs a 'shape'")
+
+
+def tensor_item(item: dict, where: str) -> tuple[np.ndarray, str]:
+    """An item's ``data`` as a float32 array of its ``shape``, and its layout: ``"chw"`` or ``"hwc"``
+    as sent, else read from the shape ([3, H, W] is chw, [H, W, 3] hwc), the same on /score and /detect."""
     _check_dtype(item, where)
-    layout = item.get("layout", "chw")
+    arr = tensor(item["data"], item["shape"], where)
+    layout = item.get("layout")
+    if layout is None:
+        if arr.ndim == 3 and arr.shape[0] == 3 and arr.shape[2] == 3:
+            raise RequestError(f"{where}: shape {list(arr.shape)} could be [3, H, W] or [H, W, 3]: "
+                               "say which with 'layout': 'chw' or 'hwc'")
+        layout = "hwc" if arr.ndim == 3 and arr.shape[2] == 3 else "chw"
     if layout not in LAYOUTS:
         raise RequestError(f"{where}.layout: must be one of {LAYOUTS}, got {layout!r}")
-    arr = tensor(item["data"], item["shape"], where)
+    return arr, layout
+
+
+def score_item(item: Any, pre: Preprocessor, where: str) -> np.ndarray:
+    """One ``/score`` item -> ``3 x S x S`` float32: ``chw`` data is a tensor preprocessed like
+    training, ``hwc`` data raw 0..255 pixels of any size."""
+    check_item(item, where)
+    if "image" in item:
+        return pre.from_image(decode_base64(item["image"], f"{where}.image"), f"{where}.image")
+    arr, layout = tensor_item(item, where)
     return pre.check_chw(arr, where) if layout == "chw" else pre.from_hwc_floats(arr, where)
 
 
-def parse_score(body: bytes, pre: Preprocessor, max_items: int) -> tuple[np.ndarray, bool]:
-    """A ``/score`` body -> (``N x 3 x S x S`` batch, whether the client sent a list)."""
+def json_items(body: bytes, max_items: int) -> tuple[list, bool]:
+    """A JSON body of one item or a list of them -> (items, whether a list was sent); the count is
+    checked before any item is decoded."""
     payload = parse_json(body)
     is_list = isinstance(payload, list)
     items = payload if is_list else [payload]
@@ -137,6 +160,12 @@ def parse_score(body: bytes, pre: Preprocessor, max_items: int) -> tuple[np.ndar
         raise RequestError("empty list: send at least one item")
     if len(items) > max_items:
         raise RequestError(f"{len(items)} items in one request; the limit is {max_items}", status=413)
+    return items, is_list
+
+
+def parse_score(body: bytes, pre: Preprocessor, max_items: int) -> tuple[np.ndarray, bool]:
+    """A ``/score`` body -> (``N x 3 x S x S`` batch, whether the client sent a list)."""
+    items, is_list = json_items(body, max_items)
     where = "item[{}]" if is_list else "body"
     return np.stack([score_item(it, pre, where.format(i)) for i, it in enumerate(items)]), is_list
 
