@@ -4,16 +4,14 @@ No torch here: the serving process (and the slim container) runs on onnxruntime 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from gearsight.checkpoint import ModelSpec
-
-SPEC_KEY = "gearsight"  # same key gearsight.export writes (kept literal: export imports torch)
+from gearsight.modelfile import ModelSpec
+from gearsight.onnxfile import read_metadata
 
 
 @dataclass(frozen=True)
@@ -49,11 +47,8 @@ def open_onnx(path: str | os.PathLike, threads: int, export_command: str):
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own protobuf/graph errors
         raise ValueError(f"{path}: not an ONNX model onnxruntime can load ({type(exc).__name__}); serve an exported "
                          f".onnx (`{export_command}`) or a .safetensors model file") from None
-    meta = session.get_modelmeta().custom_metadata_map
-    if SPEC_KEY not in meta:
-        raise ValueError(f"{path}: ONNX file without gearsight metadata (export it with `{export_command}`)")
-    digest = meta.get("source_sha256") or hashlib.sha256(path.read_bytes()).hexdigest()
-    return session, ModelSpec.from_json(meta[SPEC_KEY], str(path)), digest[:12]
+    spec, version = read_metadata(session.get_modelmeta().custom_metadata_map, path, export_command)
+    return session, spec, version
 
 
 class OnnxModel:

@@ -19,7 +19,7 @@ import io
 import numpy as np
 from PIL import Image, ImageOps
 
-from gearsight.checkpoint import ModelSpec
+from gearsight.modelfile import ModelSpec
 from gearsight.image.decode import FORMATS, DecodeError, decode_image, to_rgb, within_limit
 from gearsight.image.resize import crop_box, fit_square
 from gearsight.serve.errors import RequestError, too_large
