@@ -79,7 +79,7 @@ def test_a_moved_name_is_the_new_object_and_warns(old, new):
 
 def test_the_model_file_names_still_import_from_checkpoint():
     """checkpoint.py now holds the resume checkpoints; the model-file names re-export from modelfile
-    (serve/ imports them from there), without a warning until serve/ has moved."""
+    (the serving tests import them from there), without a warning until they have moved."""
     import gearsight.checkpoint as checkpoint
     import gearsight.modelfile as modelfile
 

@@ -7,8 +7,9 @@ scheduler) state dicts plus plain values (epoch, best score, the config). It is 
 a GPU run resumes on a CPU (or cuda:1 on cuda:0) without tensors on two devices.
 
 The model file (weights + spec, what predict, export and serve read) is gearsight.modelfile; its
-names are re-exported here for callers of the old path (serve/ among them), without a warning.
-Torch is imported inside the functions: serve/ imports this module for ModelSpec.
+names are re-exported here for callers of the old path (the serving tests and bench_serve.py among
+them), without a warning until they have moved. Torch is imported inside the functions only, so
+importing this module for those names stays torch-free.
 """
 from __future__ import annotations
 
