@@ -47,7 +47,7 @@ def baseline_app(model_path: str):
     import torch
     from fastapi import FastAPI
 
-    from gearsight.checkpoint import load_model
+    from gearsight.modelfile import load_model
     from gearsight.serve.preprocess import Preprocessor
 
     model, spec = load_model(model_path)
@@ -138,7 +138,7 @@ def gear_images(n: int) -> list[Path]:
 
 
 def random_model(path: Path) -> Path:
-    from gearsight.checkpoint import ModelSpec, save_model
+    from gearsight.modelfile import ModelSpec, save_model
     from gearsight.models import create_model
 
     classes = sorted(p.name for p in gear_images(1)[0].parents[1].iterdir() if p.is_dir())
@@ -148,9 +148,15 @@ def random_model(path: Path) -> Path:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process: unlike req/s, barely moved by other load on the box."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process and its live descendants (`serve --processes N`'s
+    workers, the heavy-body processes): unlike req/s, barely moved by other load on the box."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:  # exited while we looked
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(c)) for c in children)
 
 
 def top1(port: int, request: bytes) -> str:

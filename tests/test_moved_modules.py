@@ -77,11 +77,11 @@ def test_a_moved_name_is_the_new_object_and_warns(old, new):
     assert got is getattr(importlib.import_module(new_module), new_name)
 
 
-def test_the_model_file_names_still_import_from_checkpoint():
-    """checkpoint.py now holds the resume checkpoints; the model-file names re-export from modelfile
-    (the serving tests import them from there), without a warning until they have moved."""
+def test_the_model_file_names_still_import_from_checkpoint_with_a_warning():
+    """checkpoint.py holds the resume checkpoints; the model-file names resolve to modelfile's, warning."""
     import gearsight.checkpoint as checkpoint
     import gearsight.modelfile as modelfile
 
     for name in ("ModelSpec", "save_model", "read_spec", "load_model", "save_ensemble", "FORMAT"):
-        assert getattr(checkpoint, name) is getattr(modelfile, name)
+        with pytest.warns(DeprecationWarning, match=f"gearsight.checkpoint.{name} moved to gearsight.modelfile.{name}"):
+            assert getattr(checkpoint, name) is getattr(modelfile, name)

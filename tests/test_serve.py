@@ -23,7 +23,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from gearsight.checkpoint import ModelSpec, load_model, save_model
+from gearsight.modelfile import ModelSpec, load_model, save_model
 from gearsight.client import ScoringClient, ScoringError
 from gearsight.image.decode import decode_image
 from gearsight.models import create_model

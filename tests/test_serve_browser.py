@@ -26,7 +26,7 @@ def site(tmp_path_factory):
     d = tmp_path_factory.mktemp("page")
     model_path = make_model_file(d / "gear.safetensors")
     onnx_path = export_onnx(model_path, d / "gear.onnx")
-    from gearsight.checkpoint import load_model
+    from gearsight.modelfile import load_model
 
     model, spec = load_model(model_path)
     photos = [make_photo(d / "first.jpg", (180, 120), 5), make_photo(d / "second.png", (90, 150), 6, "PNG")]
@@ -94,7 +94,7 @@ def test_a_non_image_shows_the_servers_error(page, site):
 def test_a_model_with_fewer_than_five_classes_and_no_broken_image_before_a_pick(site, page):
     """Issue 11 finding 10: the page asked top_k=5 (a 400 for a 3-class model) and showed a broken
     image box before any image was chosen."""
-    from gearsight.checkpoint import load_model
+    from gearsight.modelfile import load_model
 
     d = site["dir"]
     three = ["axes", "boots", "rope"]

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gearsight.checkpoint import ModelSpec, load_model
+from gearsight.modelfile import ModelSpec, load_model
 from gearsight.export import export_onnx
 from gearsight.image.decode import decode_image
 from gearsight.image.resize import fit_square

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from gearsight.checkpoint import ModelSpec
+from gearsight.modelfile import ModelSpec
 from gearsight.image.decode import decode_image
 from gearsight.image.resize import fit_square
 from gearsight.serve.batching import DynamicBatcher

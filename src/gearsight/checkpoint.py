@@ -7,18 +7,20 @@ scheduler) state dicts plus plain values (epoch, best score, the config). It is 
 a GPU run resumes on a CPU (or cuda:1 on cuda:0) without tensors on two devices.
 
 The model file (weights + spec, what predict, export and serve read) is gearsight.modelfile; its
-names are re-exported here for callers of the old path (the serving tests and bench_serve.py among
-them), without a warning until they have moved. Torch is imported inside the functions only, so
-importing this module for those names stays torch-free.
+old names here resolve to it with a DeprecationWarning. Torch is imported inside the functions only.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from gearsight.files import atomic_write  # noqa: F401  (the old path of atomic_write)
-from gearsight.modelfile import (FORMAT, FORMAT_VERSION, ModelSpec, load_model, read_spec,  # noqa: F401
-                                 save_ensemble, save_model)
+from gearsight._moved import names as moved_names
+from gearsight.files import atomic_write
+
+# The model file's names moved to gearsight.modelfile: the old paths warn for one release.
+__getattr__ = moved_names(__name__, {name: f"gearsight.modelfile.{name}" for name in
+                                     ("FORMAT", "FORMAT_VERSION", "ModelSpec", "load_model", "read_spec",
+                                      "save_ensemble", "save_model")})
 
 
 def improves(score: float, best: float | None) -> bool:
