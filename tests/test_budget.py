@@ -110,3 +110,29 @@ def test_a_rebuilt_schedule_continues_at_the_step_reached_with_the_original_peak
     for _ in range(119):  # to step 149, the last one of 150 (training's last update uses its lr)
         scheduler.step()
     assert scheduler.optimizer.param_groups[0]["lr"] == pytest.approx(0.4 * cfg.lr_end)  # peak kept, end reached
+
+
+def test_fit_replans_after_epoch_0_and_after_the_first_frozen_epoch(tmp_path, monkeypatch):
+    """AirNet's epochs get faster once its whitening bias freezes: the budget is re-planned from the
+    measured durations of epoch 0 and of the first frozen epoch, and the schedule still runs to its
+    end for the epochs finally chosen (a 28-minute CIFAR run planned on epoch 0 alone ended 6 early)."""
+    import gearsight.budget as budget
+
+    calls: list[int] = []
+    real = budget.replan_epochs
+
+    def recorded(*args, done: int = 1, **kwargs):
+        calls.append(done)
+        return real(*args, done=done, **kwargs)
+
+    monkeypatch.setattr(budget, "replan_epochs", recorded)
+    cfg = TrainConfig(arch="airnet", widths=[8, 16, 16], batch_size=16, amp="off", threads=1, minutes=0.25,
+                      epochs=1)
+    train, val = _batches(*_data(64, 0), cfg, True), _batches(*_data(16, 1), cfg, False)
+    fit(train, val, ["dark", "bright"], tmp_path, cfg, size=32, progress=False)
+    chosen = TrainConfig.load(tmp_path / "config.yaml").epochs
+    late = build_model(cfg, 2, torch.device("cpu")).whiten_bias_epochs
+    assert chosen > late + 1, "the budget should hold more epochs than the freeze point here"
+    assert calls == [1, late + 1]
+    sched = torch.load(tmp_path / "last.pt", weights_only=True)["scheduler"]
+    assert sched["total_steps"] == sched["last_epoch"] == chosen * len(train)

@@ -229,21 +229,30 @@ def plan_time_budget(model, train: Batches, val: Batches, cfg: TrainConfig, devi
         print(plan.describe(len(train)), flush=True)
 
 
+def replan_epochs_for(model: nn.Module) -> set[int]:
+    """The epochs before which a time budget re-plans: after epoch 0, and after the first epoch in
+    which the model freezes parameters (its steps get faster from there: gearsight.budget)."""
+    from gearsight.budget import first_freezing_epoch
+
+    late = first_freezing_epoch(model)
+    return {1} | ({late + 1} if late >= 1 else set())
+
+
 def replan_time_budget(cfg: TrainConfig, optimizer, lookahead: "Lookahead | None", steps_per_epoch: int,
-                       budget_start: float, first_epoch_s: float, info: DistInfo, run_dir: Path):
-    """After epoch 0: set ``cfg.epochs`` from that epoch's real duration and rebuild the schedule for
-    it (gearsight.budget.replan_epochs says why). Returns the scheduler to use from here on."""
+                       budget_start: float, last_epoch_s: float, info: DistInfo, run_dir: Path, done: int = 1):
+    """After ``done`` epochs: set ``cfg.epochs`` from the last one's real duration and rebuild the
+    schedule for it (gearsight.budget.replan_epochs says why). Returns the scheduler to use from here on."""
     from gearsight.budget import replan_epochs
 
     planned = cfg.epochs
-    cfg.epochs = replan_epochs(cfg, budget_start, first_epoch_s, info)
+    cfg.epochs = replan_epochs(cfg, budget_start, last_epoch_s, info, done=done)
     if cfg.epochs != planned and info.is_main:
-        print(f"time budget: epoch 0 took {first_epoch_s:.0f} s; {cfg.epochs} epochs in all, not {planned}",
+        print(f"time budget: epoch {done - 1} took {last_epoch_s:.0f} s; {cfg.epochs} epochs in all, not {planned}",
               flush=True)
         cfg.dump(run_dir / "config.yaml")  # what a resumed run keeps
     if lookahead is not None:
         lookahead.total_steps = cfg.epochs * steps_per_epoch
-    return make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch, steps_done=steps_per_epoch)
+    return make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch, steps_done=done * steps_per_epoch)
 
 
 def fit(train: Batches, val: Batches, classes: list[str], run_dir: str | Path, cfg: TrainConfig, *,
@@ -285,11 +294,12 @@ def fit(train: Batches, val: Batches, classes: list[str], run_dir: str | Path, c
         logger = RunLogger(run_dir, cfg, start_epoch)
 
     t0 = time.perf_counter()
-    epoch, first_epoch_s = start_epoch, 0.0
+    epoch, last_epoch_s = start_epoch, 0.0
+    replan_after = replan_epochs_for(model) if cfg.minutes and start_epoch == 0 else set()
     while epoch < cfg.epochs:  # not range(): a time budget may re-plan the epoch count after epoch 0
-        if cfg.minutes and epoch == 1 and start_epoch == 0:
-            scheduler = replan_time_budget(cfg, optimizer, lookahead, len(train), budget_start, first_epoch_s,
-                                           info, run_dir)
+        if epoch in replan_after:
+            scheduler = replan_time_budget(cfg, optimizer, lookahead, len(train), budget_start, last_epoch_s,
+                                           info, run_dir, done=epoch)
         epoch_start = time.perf_counter()
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         row.update(train_one_epoch(net, train, optimizer, scheduler, epoch, cfg, device,
@@ -312,8 +322,7 @@ def fit(train: Batches, val: Batches, classes: list[str], run_dir: str | Path, c
             if info.is_main:
                 print(f"early stop: no better val accuracy for {cfg.patience} epochs")
             break
-        if epoch == start_epoch:  # what the time budget's re-plan measures
-            first_epoch_s = time.perf_counter() - epoch_start
+        last_epoch_s = time.perf_counter() - epoch_start  # what the time budget's re-plan measures
         epoch += 1
     summary = {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"],
                "train_seconds": time.perf_counter() - t0, "model": str(run_dir / "model.safetensors"),
