@@ -147,16 +147,26 @@ def random_model(path: Path) -> Path:
     return path
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its live descendants (`serve --processes N`'s
-    workers, the heavy-body processes): unlike req/s, barely moved by other load on the box."""
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (`serve --processes N`'s workers, the heavy-body processes)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except FileNotFoundError:  # exited while we looked
-        return 0.0
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return own + sum(cpu_seconds(int(c)) for c in children)
+        return []
+    return [pid] + [p for c in children for p in process_tree(int(c))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its descendants: unlike req/s, barely moved by other
+    load on the box."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def top1(port: int, request: bytes) -> str:

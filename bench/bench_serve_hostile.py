@@ -158,14 +158,13 @@ async def normal_client(port: int, requests: list[bytes], seconds: float | None,
 def rss_of_tree(pid: int) -> int:
     """RSS of ``pid`` and all its descendants (workers of --processes, heavy-body processes), bytes."""
     total = 0
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) * 1024
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except FileNotFoundError:  # exited while we looked
-        return total
-    return total + sum(rss_of_tree(int(c)) for c in children)
+    for p in bench_serve.process_tree(pid):
+        try:
+            total += sum(int(line.split()[1]) * 1024 for line in Path(f"/proc/{p}/status").read_text().splitlines()
+                         if line.startswith("VmRSS:"))
+        except FileNotFoundError:
+            pass
+    return total
 
 
 class RssSampler(threading.Thread):

@@ -134,6 +134,13 @@ def first_freezing_epoch(model: torch.nn.Module, horizon: int = 1000) -> int:
     return next(e for e in range(horizon + 1) if frozen(e))
 
 
+def replan_points(model: torch.nn.Module) -> set[int]:
+    """The epochs before which fit re-plans (``replan_epochs``): after epoch 0, and after the first
+    epoch in which the model freezes parameters (its steps get faster from there)."""
+    late = first_freezing_epoch(model)
+    return {1} | ({late + 1} if late >= 1 else set())
+
+
 def replan_epochs(cfg: TrainConfig, budget_start: float, last_epoch_s: float,
                   dist_info: DistInfo = DistInfo(), done: int = 1) -> int:
     """Epochs in all, once ``done`` epochs have run: what is left of the budget over the last epoch's

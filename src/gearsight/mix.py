@@ -33,7 +33,7 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, mixup: float, cutmix: float
     top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
     left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
     x = x.clone()
-    x[..., top:bottom, left:right] = x[perm][..., top:bottom, left:right]
+    x[..., top:bottom, left:right] = x[perm, ..., top:bottom, left:right]
     lam = 1 - (bottom - top) * (right - left) / (h * w)  # the box as clipped to the image
     return x, y[perm], lam
 

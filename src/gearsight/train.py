@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from gearsight.budget import replan_points
 from gearsight.checkpoint import improves, load_resume_state, save_resume_state  # noqa: F401  (re-exported)
 from gearsight.config import TrainConfig
 from gearsight.data.loader import Batches
@@ -102,10 +103,10 @@ def train_one_epoch(model, batches: Batches, optimizer, scheduler, epoch: int, c
     loss_sum, correct, seen, data_time = 0.0, 0, 0, 0.0
     start = tick = time.perf_counter()
     bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch}", leave=False, disable=not progress)
+    mixing = cfg.mixup > 0 or cfg.cutmix > 0
     for x, y in bar:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         data_time += time.perf_counter() - tick
-        mixing = cfg.mixup > 0 or cfg.cutmix > 0
         if mixing:
             x, partner, lam = mix_batch(x, y, cfg.mixup, cfg.cutmix)
         with autocast_for(cfg.amp, device):
@@ -229,15 +230,6 @@ def plan_time_budget(model, train: Batches, val: Batches, cfg: TrainConfig, devi
         print(plan.describe(len(train)), flush=True)
 
 
-def replan_epochs_for(model: nn.Module) -> set[int]:
-    """The epochs before which a time budget re-plans: after epoch 0, and after the first epoch in
-    which the model freezes parameters (its steps get faster from there: gearsight.budget)."""
-    from gearsight.budget import first_freezing_epoch
-
-    late = first_freezing_epoch(model)
-    return {1} | ({late + 1} if late >= 1 else set())
-
-
 def replan_time_budget(cfg: TrainConfig, optimizer, lookahead: "Lookahead | None", steps_per_epoch: int,
                        budget_start: float, last_epoch_s: float, info: DistInfo, run_dir: Path, done: int = 1):
     """After ``done`` epochs: set ``cfg.epochs`` from the last one's real duration and rebuild the
@@ -295,7 +287,7 @@ def fit(train: Batches, val: Batches, classes: list[str], run_dir: str | Path, c
 
     t0 = time.perf_counter()
     epoch, last_epoch_s = start_epoch, 0.0
-    replan_after = replan_epochs_for(model) if cfg.minutes and start_epoch == 0 else set()
+    replan_after = replan_points(model) if cfg.minutes and start_epoch == 0 else set()
     while epoch < cfg.epochs:  # not range(): a time budget may re-plan the epoch count after epoch 0
         if epoch in replan_after:
             scheduler = replan_time_budget(cfg, optimizer, lookahead, len(train), budget_start, last_epoch_s,

@@ -22,7 +22,7 @@ from gearsight.serve.config import ServeConfig
 from gearsight.serve.engine import Engine
 from gearsight.serve.errors import RequestError
 from gearsight.serve.guards import ApiKeyMiddleware, BodyLimitMiddleware
-from gearsight.serve.metrics import Metrics, MetricsMiddleware
+from gearsight.serve.metrics import MULTIPROC_DIR_ENV, Metrics, MetricsMiddleware
 from gearsight.serve.model import OnnxModel
 from gearsight.serve.preprocess import Preprocessor
 from gearsight.serve import detect_routes, routes, v2
@@ -95,7 +95,6 @@ def create_app(model: str | os.PathLike | OnnxModel, config: ServeConfig | None 
 #: What each of ``--processes N`` workers serves (model, detector, ServeConfig as JSON): uvicorn starts
 #: them as fresh interpreters that import the app by name, so the settings travel in the environment.
 WORKER_ENV = "GEARSIGHT_SERVE_WORKER"
-METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multi-process mode (serve/metrics.py)
 
 
 def run(model: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, config: ServeConfig | None = None,
@@ -123,7 +122,7 @@ def run(model: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, con
     with tempfile.TemporaryDirectory(prefix="gearsight-metrics-") as metrics_dir:
         os.environ[WORKER_ENV] = json.dumps({"model": str(model), "detector": detector and str(detector),
                                              "config": asdict(worker)})
-        os.environ[METRICS_DIR_ENV] = metrics_dir
+        os.environ[MULTIPROC_DIR_ENV] = metrics_dir
         uvicorn.run("gearsight.serve.app:worker_app", factory=True, workers=config.processes, **options)
 
 

@@ -12,6 +12,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
                                disable_created_metrics, generate_latest, multiprocess)
 from starlette.routing import Match
 
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multi-process mode (serve --processes)
 disable_created_metrics()  # the *_created timestamp series double the output and nobody graphs them
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -46,7 +47,7 @@ class Metrics:
         """This process's metrics; under ``serve --processes N`` (prometheus_client's multi-process
         mode: PROMETHEUS_MULTIPROC_DIR set before the workers start) the sum over every worker, so a
         scrape that reaches any one of them counts every request."""
-        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if not os.environ.get(MULTIPROC_DIR_ENV):
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)
