@@ -115,6 +115,8 @@ def main() -> None:
         print(f"{name:44s} {statistics.median(accs):17.2%} {statistics.median(s for _, s in runs):16.1f}  "
               f"{', '.join(f'{a:.2%}' for a in accs)}")
     for amp, accs in singles.items():
+        if not accs:  # not an ensemble run
+            continue
         name = f"  its {len(accs)} members alone, {'fp32' if amp == 'off' else amp}"
         print(f"{name:44s} {statistics.median(accs):17.2%} {'':16s}  {', '.join(f'{a:.2%}' for a in accs)}")
     print(f"errors on 443 test images: SVM {round((1 - svm_acc) * 443)}; CNN median "

@@ -3,7 +3,8 @@ on the outdoor benchmark (the same test photos cut out and pasted on COCO128 sce
 
     .venv/bin/python bench/bench_outdoor.py [--recipes gearnet,gearnet-bg,lite0,lite0-bg] [--out work/bench_outdoor]
 
-Columns: test accuracy, outdoor accuracy, ECE on each, training seconds (wall, evaluation excluded).
+Columns: test accuracy, outdoor accuracy, ECE on each, training seconds (wall, evaluation excluded), and
+the splits trained on (the configs' final fit: train+val, the last epoch kept).
 The outdoor set is built by gearsight.data.outdoor from the *benchmark* half of COCO128; background
 augmentation draws from the other half, so no scene is both trained on and tested on.
 """
@@ -65,12 +66,14 @@ def main() -> None:
         prep = 0.0
         if cfg.background_p > 0:  # masks and scene pool: made once per pack (like packing), timed apart
             start = time.perf_counter()
-            workflow.background_inputs(PackedDataset(packed), cfg)
+            ds = PackedDataset(packed)
+            workflow.background_inputs(ds, cfg, workflow.training_indices(ds, cfg.train_splits)[0])
             prep = time.perf_counter() - start
         start = time.perf_counter()
         summary = workflow.train_packed(packed, run, cfg, progress=False)
         seconds = time.perf_counter() - start
         result = {"recipe": name, "size": size, "train_s": seconds, "prep_s": prep, "best_epoch": summary["best_epoch"],
+                  "trained_on": "+".join(cfg.train_splits),
                   "bf16": resolve_amp(cfg.amp, torch.device("cpu"))}
         for split_name, data in (("test", packed), ("outdoor", outdoor)):
             report = workflow.evaluate_packed(run / "model.safetensors", data, "test", run / f"eval-{split_name}")
@@ -80,10 +83,10 @@ def main() -> None:
         print(json.dumps(result), flush=True)
     print()
     print(f"{'recipe':12s} {'px':>4s} {'test acc':>9s} {'outdoor acc':>12s} {'ECE test':>9s} {'ECE outdoor':>12s} "
-          f"{'train s':>8s} {'prep s':>7s} {'bf16':>5s}")
+          f"{'train s':>8s} {'prep s':>7s} {'bf16':>5s} {'trained on':>10s}")
     for r in rows:
         print(f"{r['recipe']:12s} {r['size']:4d} {r['test']:9.2%} {r['outdoor']:12.2%} {r['test_ece']:9.3f} "
-              f"{r['outdoor_ece']:12.3f} {r['train_s']:8.0f} {r['prep_s']:7.0f} {str(r['bf16']):>5s}")
+              f"{r['outdoor_ece']:12.3f} {r['train_s']:8.0f} {r['prep_s']:7.0f} {str(r['bf16']):>5s} {r['trained_on']:>10s}")
     (out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
 
 

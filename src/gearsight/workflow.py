@@ -114,17 +114,32 @@ def epochs_text(cfg: TrainConfig) -> str:
 
 def train_packed(data: str | Path, out: str | Path, cfg: TrainConfig | None = None, resume: bool = False,
                  progress: bool = True, **overrides) -> dict:
-    """Train on a packed dataset's train split, select on val. Returns the fit summary.
+    """Train on a packed dataset's train split (``cfg.train_splits``), select on val. Returns the fit summary.
 
     Training options (``cfg`` or keyword overrides, e.g. ``device="cpu"``) are TrainConfig's."""
+    import numpy as np
+
     from gearsight.data.pack import PackedDataset
 
     cfg = training_config(cfg, overrides)
     ds = PackedDataset(data)
-    paste = background_inputs(ds, cfg) if cfg.background_p > 0 else {}
-    return train_arrays(ds.subset("train"), ds.subset("val"), ds.classes, out, cfg, resume, progress,
+    train_idx, val_idx = training_indices(ds, cfg.train_splits)
+    paste = background_inputs(ds, cfg, train_idx) if cfg.background_p > 0 else {}
+    subset = lambda idx: (np.ascontiguousarray(ds.images[idx]), ds.labels[idx])  # noqa: E731
+    return train_arrays(subset(train_idx), subset(val_idx), ds.classes, out, cfg, resume, progress,
                         resize=ds.meta["resize"], fill=ds.meta["fill"],
                         data_info={"path": str(data), "counts": ds.meta["counts"]}, paste=paste)
+
+
+def training_indices(ds, train_splits: list[str]) -> tuple["np.ndarray", "np.ndarray"]:
+    """Pack indices to train on (the union of ``train_splits``) and to select on (val, unless it trains)."""
+    import numpy as np
+
+    if not train_splits or "test" in train_splits:
+        raise ValueError(f"train_splits: {train_splits!r}; name train and/or val (the test split never trains)")
+    train = np.sort(np.concatenate([ds.indices(name) for name in train_splits]))
+    val = ds.indices("val") if "val" in ds.meta["splits"] and "val" not in train_splits else np.array([], int)
+    return train, val
 
 
 def training_config(cfg: TrainConfig | None, overrides: dict) -> TrainConfig:
@@ -140,8 +155,8 @@ def training_config(cfg: TrainConfig | None, overrides: dict) -> TrainConfig:
     return cfg
 
 
-def background_inputs(ds, cfg: TrainConfig) -> dict:
-    """Masks of the train split and the scene pool at the pack's size, for background augmentation.
+def background_inputs(ds, cfg: TrainConfig, train_idx) -> dict:
+    """Masks of the training images (pack indices ``train_idx``) and the scene pool at the pack's size, for background augmentation.
 
     Masks are cut once per pack (data/matting.py, ~13 ms a photo) and cached as DATA/masks.npy; the
     scene pool is COCO128's *augment* half (never the outdoor benchmark's scenes), built once into
@@ -173,7 +188,7 @@ def background_inputs(ds, cfg: TrainConfig) -> dict:
 
         build_background_pool(coco, pool_path)
     scenes = prepare_backgrounds(np.load(pool_path), ds.size)
-    train_masks = masks[ds.indices("train")]
+    train_masks = masks[train_idx]
     return {"masks": torch.from_numpy(np.ascontiguousarray(train_masks)), "backgrounds": scenes,
             "background_p": cfg.background_p, "background_scale": tuple(cfg.background_scale)}
 

@@ -50,6 +50,8 @@ def register(subparsers) -> None:
     s.add_argument("--label-smoothing", type=float)
     s.add_argument("--ema", type=float, help="weight EMA decay per step (0 = off)")
     s.add_argument("--patience", type=int, help="early stop after N epochs without val improvement (0 = off)")
+    s.add_argument("--train-splits", type=lambda v: v.split(","), metavar="train[,val]",
+                   help="packed splits to train on (default train); train,val = the final fit, last epoch kept")
     s.add_argument("--keep", choices=["best", "last"], help="model saved: best val accuracy (default) or the last epoch")
     a = p.add_argument_group("augmentation")
     a.add_argument("--translate", type=int, help="max random shift in pixels (default 4)")
@@ -72,7 +74,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-OPTION_NAMES = ["arch", "widths", "stem", "norm", "epochs", "minutes", "batch_size", "lr", "ema", "weight_decay", "label_smoothing", "patience", "keep",
+OPTION_NAMES = ["arch", "widths", "stem", "norm", "epochs", "minutes", "batch_size", "lr", "ema", "weight_decay", "label_smoothing", "patience", "train_splits", "keep",
                 "translate", "flip", "mixup", "cutmix", "background_p", "backgrounds", "seed", "ensemble", "amp", "device", "threads", "mlflow"]
 OPTION_NAMES += ["pretrained", "head_lr_scale", "freeze_epochs", "freeze_stages", "bn_freeze"]  # pretrained backbones / fine-tuning
 
