@@ -20,7 +20,8 @@ class TrainConfig:
     arch: str = "gearnet"
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])  # channels per block
     norm: str = "batch"  # "batch" or "group" (per-image statistics: data-parallel == one process)
-    stem: str = "conv"  # "conv" (3x3 conv + maxpool) or "patch" (2x2 stride-2 conv), see models/gearnet.py
+    stem: str = "conv"  # "conv" (3x3 conv + maxpool), "patch" (2x2 stride-2 conv) or "unshuffle" (2x2 pixels
+    # to channels, then conv: twice the pixels at ~1.3x the cost), see models/gearnet.py
     # schedule
     epochs: int = 40  # passes over the train split
     minutes: float = 0.0  # wall-clock budget for training + val evaluation; > 0: epochs = what fits,

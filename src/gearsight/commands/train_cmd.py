@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     m.add_argument("--arch", help="architecture (default gearnet)")
     m.add_argument("--widths", type=lambda s: [int(v) for v in s.split(",")], help="channels per block, e.g. 32,64,128")
     m.add_argument("--norm", choices=["batch", "group"], help="normalization layers (default batch)")
-    m.add_argument("--stem", choices=["patch", "conv"], help="input stem (see models/gearnet.py)")
+    m.add_argument("--stem", choices=["patch", "conv", "unshuffle"], help="input stem (see models/gearnet.py)")
     f = p.add_argument_group("pretrained backbones / fine-tuning (--arch timm:<name>, e.g. timm:tf_efficientnet_lite0)")
     f.add_argument("--pretrained", metavar="hub|efficientnet-lite0|PATH",
                    help="start from pretrained weights: 'hub' (timm's own download), 'efficientnet-lite0' (the "
