@@ -133,3 +133,21 @@ def test_alternate_flip_mirrors_each_image_in_every_other_epoch():
         mirrored.append(flags)
     assert np.array_equal(mirrored[0], ~mirrored[1]) and np.array_equal(mirrored[0], mirrored[2])
     assert 10 < mirrored[0].sum() < 30  # a random half, not all or none
+
+
+def test_cutout_sets_one_square_per_image_to_the_mean_colour_and_leaves_runs_without_it_unchanged():
+    from gearsight.data.loader import Batches
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 40, (32, 16, 16, 3)).astype(np.uint8)  # darker than the mean: squares stand out
+    mean = [128 / 255, 153 / 255, 178 / 255]  # exactly representable in uint8
+    common = dict(batch_size=32, mean=mean, std=[1 / 255] * 3, shuffle=True, augment=True, translate=2, seed=3)
+    plain = Batches.from_arrays(images, np.arange(32), **common)
+    cut = Batches.from_arrays(images, np.arange(32), cutout=6, **common)
+    (x0, y0), (x1, y1) = next(plain.epoch(0)), next(cut.epoch(0))
+    assert torch.equal(y0, y1)  # the same order: cutout draws after the shuffle and the shifts
+    filled = (x1 == 0).all(dim=1)  # normalized mean colour = 0 in every channel
+    assert (filled.sum(dim=(1, 2)) == 36).all()  # one 6x6 square each, inside the image
+    assert torch.equal(x1[~filled[:, None].expand_as(x1)], x0[~filled[:, None].expand_as(x0)])  # the rest untouched
+    x2, _ = next(Batches.from_arrays(images, np.arange(32), **common).epoch(0))
+    assert torch.equal(x0, x2)

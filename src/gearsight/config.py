@@ -42,6 +42,8 @@ class TrainConfig:
     alternate_flip: bool = False  # mirror each image in every other epoch instead of at random (airbench)
     translate: int = 4  # max shift, pixels at input resolution (64 px -> 6%)
     translate_pad: str = "fill"  # border revealed by a shift: "fill" (the pack's fill) or "reflect"
+    cutout: int = 0  # side in px of a square set to the mean colour in each training image (airbench96's
+    # regulariser for long runs, data/transforms.py); 0 = off
     mixup: float = 0.0  # Beta(a, a) of mixup (blend image pairs and their labels, gearsight/mix.py); 0 = off
     cutmix: float = 0.0  # Beta(a, a) of CutMix (paste a box of another image); both on: one per batch at random
     # background augmentation (data/composite.py): the product is cut from its catalog background

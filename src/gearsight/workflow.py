@@ -278,7 +278,7 @@ def train_arrays(train: tuple, val: tuple, classes: list[str], out: str | Path, 
     common = dict(mean=cfg.mean, std=cfg.std, seed=cfg.seed)
     train_b = Batches.from_arrays(*train, batch_size=cfg.batch_size, shuffle=True, augment=True,
                                   flip=cfg.flip, alternate_flip=cfg.alternate_flip, translate=cfg.translate, fill=fill,
-                                  pad_mode=cfg.translate_pad,
+                                  pad_mode=cfg.translate_pad, cutout=cfg.cutout,
                                   drop_last=True, **(paste or {}), **common)
     val_b = Batches.from_arrays(*val, batch_size=256, **common)
     if len(train_b) == 0:

@@ -56,6 +56,8 @@ def register(subparsers) -> None:
     a = p.add_argument_group("augmentation")
     a.add_argument("--translate", type=int, help="max random shift in pixels (default 4)")
     a.add_argument("--no-flip", dest="flip", action="store_const", const=False, help="no random mirroring")
+    a.add_argument("--cutout", type=int, metavar="PX", help="set a PX x PX square of each training image to the "
+                   "mean colour (0 = off)")
     a.add_argument("--mixup", type=float, metavar="A", help="mixup: blend image pairs and labels, Beta(A, A) (0 = off)")
     a.add_argument("--cutmix", type=float, metavar="A", help="CutMix: paste a box of another image, Beta(A, A) (0 = off; "
                    "with --mixup, one of the two per batch)")
@@ -75,7 +77,7 @@ def register(subparsers) -> None:
 
 
 OPTION_NAMES = ["arch", "widths", "stem", "norm", "epochs", "minutes", "batch_size", "lr", "ema", "weight_decay", "label_smoothing", "patience", "train_splits", "keep",
-                "translate", "flip", "mixup", "cutmix", "background_p", "backgrounds", "seed", "ensemble", "amp", "device", "threads", "mlflow"]
+                "translate", "flip", "cutout", "mixup", "cutmix", "background_p", "backgrounds", "seed", "ensemble", "amp", "device", "threads", "mlflow"]
 OPTION_NAMES += ["pretrained", "head_lr_scale", "freeze_epochs", "freeze_stages", "bn_freeze"]  # pretrained backbones / fine-tuning
 
 

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from gearsight.data.composite import background_augment
-from gearsight.data.transforms import draw_flip_translate, flip_translate, pad_images, to_model_input
+from gearsight.data.transforms import (cutout, draw_cutout, draw_flip_translate, flip_translate, pad_images,
+                                       to_model_input)
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Batches:
     backgrounds: torch.Tensor | None = None
     background_p: float = 0.0
     background_scale: tuple[float, float] = (0.5, 1.0)
+    cutout: int = 0  # side in px of a square set to the mean colour per training image; 0 = off
 
     @classmethod
     def from_arrays(cls, images: np.ndarray, labels: np.ndarray, **kw) -> "Batches":
@@ -84,9 +86,14 @@ class Batches:
                 # A fixed random half is mirrored in even epochs, the other half in odd ones: every
                 # image is seen both ways every 2 epochs (airbench: worth ~0.2 epochs at 10 epochs).
                 params[:, 2] = (self._flip_parity[idx] ^ (epoch % 2)).long()
+            # Drawn for the whole global batch, like ``params``, and only when on: ``gen``'s stream
+            # (and so every run without cutout) stays as it was.
+            corners = (draw_cutout(len(idx), *self.images.shape[1:3], self.cutout, gen)
+                       if self.augment and self.cutout else None)
             if self.world_size > 1:
                 idx = idx.tensor_split(self.world_size)[self.rank]
                 params = params.tensor_split(self.world_size)[self.rank] if self.augment else None
+                corners = corners.tensor_split(self.world_size)[self.rank] if corners is not None else None
             if self.augment:
                 images = flip_translate(self._padded[idx], self.translate, params)
                 if images.shape[3] == 4:  # RGB + mask
@@ -94,6 +101,8 @@ class Batches:
                     if self.background_p > 0:
                         images = background_augment(images, masks, self.backgrounds, self.background_p,
                                                     tuple(self.background_scale), paste_gen)
+                if corners is not None:
+                    images = cutout(images, corners, self.cutout, [round(255 * m) for m in self.mean])
             else:
                 images = self.images[idx]
             yield to_model_input(images, self.mean, self.std), self.labels[idx]

@@ -53,6 +53,22 @@ def flip_translate(padded: torch.Tensor, pad: int, params: torch.Tensor) -> torc
     return out
 
 
+def draw_cutout(n: int, height: int, width: int, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Top-left corners (y, x) of one ``size`` x ``size`` square per image, inside the image, (n, 2)."""
+    y = torch.randint(0, height - size + 1, (n,), generator=generator)
+    x = torch.randint(0, width - size + 1, (n,), generator=generator)
+    return torch.stack([y, x], dim=1)
+
+
+def cutout(images: torch.Tensor, corners: torch.Tensor, size: int, fill: list[int]) -> torch.Tensor:
+    """Cutout (DeVries & Taylor 2017; airbench96's regulariser for long runs): a square of each NHWC
+    image set to ``fill`` (the dataset mean, so it is 0 after normalization). In place; returns it."""
+    colour = torch.tensor(fill, dtype=images.dtype)
+    for i, (y, x) in enumerate(corners.tolist()):
+        images[i, y : y + size, x : x + size] = colour
+    return images
+
+
 def to_model_input(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
     """uint8 NHWC -> normalized float32 NCHW in channels_last memory.
 
