@@ -51,14 +51,20 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=None, help="minutes the claim allows (for the verdict line)")
     ap.add_argument("--target", type=float, default=None, help="accuracy the claim needs, e.g. 0.92")
     ap.add_argument("--out", default=None, help="keep the run folder here (default: a temporary folder)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a TrainConfig override (YAML value), e.g. --set cutout=8 --set translate=3")
     args = ap.parse_args()
+    import yaml
+
+    extra = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
     cfg = TrainConfig.load(args.config).update(epochs=args.epochs, widths=args.widths, minutes=args.minutes,
-                                               amp=args.amp)
+                                               amp=args.amp, **extra)
     if args.epochs is not None and args.minutes is None:
         cfg.minutes = 0.0  # an explicit epoch count wins over the config's budget
     plan = f"{cfg.minutes:g}-minute training budget" if cfg.minutes else f"{cfg.epochs} epochs"
     print(f"torch {torch.__version__}; {cpu_name()}, {os.cpu_count()} cores; config {args.config}, "
-          f"{cfg.arch} {cfg.widths}, {plan}, batch {cfg.batch_size}, amp {cfg.amp}", flush=True)
+          f"{cfg.arch} {cfg.widths}, {plan}, batch {cfg.batch_size}, amp {cfg.amp}"
+          + (f", overrides {extra}" if extra else ""), flush=True)
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)

@@ -52,3 +52,13 @@ def test_the_test_split_never_trains(tmp_path):
     pack = _pack(tmp_path / "pack")
     with pytest.raises(ValueError, match="train_splits.*test split never trains"):
         workflow.train_packed(pack, tmp_path / "run", progress=False, epochs=1, train_splits=["train", "test"])
+
+
+def test_the_cli_trains_on_train_and_val_and_says_which_epoch_it_kept(tmp_path):
+    from conftest import run_cli
+
+    pack = _pack(tmp_path / "pack")
+    proc = run_cli("train", pack, "--out", tmp_path / "run", "--train-splits", "train,val", "--epochs", "2",
+                   "--widths", "8,16,16", "--batch-size", "16", "--threads", "1", "--amp", "off", "--quiet")
+    assert "train 192 / val 0 images" in proc.stdout
+    assert "no val split: the last epoch (1) kept" in proc.stdout and "nan" not in proc.stdout.splitlines()[-1]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from gearsight.devices import add_device_option, resolve_device
 
@@ -121,8 +122,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"ensemble of {len(summary['members'])}: val accuracy {summary['best_val_acc']:.4f}; trained in "
               f"{summary['train_seconds']:.1f} s; model: {summary['model']}")
         return 0
-    print(f"best val accuracy {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}; "
-          f"trained in {summary['train_seconds']:.1f} s; model: {summary['model']}")
+    kept = (f"no val split: the last epoch ({summary['best_epoch']}) kept" if math.isnan(summary["best_val_acc"])
+            else f"best val accuracy {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}")
+    print(f"{kept}; trained in {summary['train_seconds']:.1f} s; model: {summary['model']}")
     return 0
 
 
