@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -48,8 +49,10 @@ class RunLogger:
     def log_epoch(self, row: dict, improved: bool) -> None:
         with open(self.csv_path, "a", newline="") as f:
             csv.writer(f).writerow([_fmt(row.get(c)) for c in COLUMNS])
-        print(f"{row['epoch']:>5} {row['train_loss']:7.4f} {row['train_acc']:6.3f} {row['val_loss']:8.4f} "
-              f"{row['val_acc']:7.3f} {row['lr']:7.4f} {row['img_per_s']:7.0f} {row['data_wait']:5.1%}"
+        no_val = math.isnan(row["val_acc"])  # trained without a val split: "-", not "nan"
+        val_loss, val_acc = ("-", "-") if no_val else (f"{row['val_loss']:.4f}", f"{row['val_acc']:.3f}")
+        print(f"{row['epoch']:>5} {row['train_loss']:7.4f} {row['train_acc']:6.3f} {val_loss:>8} "
+              f"{val_acc:>7} {row['lr']:7.4f} {row['img_per_s']:7.0f} {row['data_wait']:5.1%}"
               f"{'  *' if improved else ''}", flush=True)
         if self.mlflow:
             self.mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=row["epoch"])
