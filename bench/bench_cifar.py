@@ -39,6 +39,13 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def config_overrides(items: list[str]) -> dict:
+    """TrainConfig overrides from the benches' ``--set KEY=VALUE`` items, each value read as YAML."""
+    import yaml
+
+    return {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in items)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tar", default=str(shared_data_dir() / "cifar10" / "cifar10_jpg.tar"))
@@ -54,9 +61,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a TrainConfig override (YAML value), e.g. --set cutout=8 --set translate=3")
     args = ap.parse_args()
-    import yaml
-
-    extra = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
+    extra = config_overrides(args.set)
     cfg = TrainConfig.load(args.config).update(epochs=args.epochs, widths=args.widths, minutes=args.minutes,
                                                amp=args.amp, **extra)
     if args.epochs is not None and args.minutes is None:

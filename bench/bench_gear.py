@@ -29,13 +29,12 @@ import time
 
 import numpy as np
 import torch
-import yaml
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from gearsight import workflow
-from bench_cifar import cpu_name
+from bench_cifar import config_overrides, cpu_name
 from gearsight.data.datasets import resolve_dataset
 from gearsight.data.pack import PackedDataset
 
@@ -74,7 +73,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a TrainConfig override for every training (YAML value), e.g. --set mixup=0.2 --set epochs=80")
     args = ap.parse_args()
-    extra = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
+    extra = config_overrides(args.set)
     translate = round(4 * args.size / 64)
     gear = resolve_dataset("gear")
     from gearsight.train import cpu_has_fast_bf16

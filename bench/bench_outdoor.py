@@ -40,9 +40,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every recipe")
     args = ap.parse_args()
-    import yaml
+    from bench_cifar import config_overrides
 
-    extra = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    extra = config_overrides(args.set)
     out = Path(args.out)
     gear, coco = resolve_dataset("gear"), dataset_dir("coco128")
     if coco is None:

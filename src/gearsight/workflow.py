@@ -117,16 +117,13 @@ def train_packed(data: str | Path, out: str | Path, cfg: TrainConfig | None = No
     """Train on a packed dataset's train split (``cfg.train_splits``), select on val. Returns the fit summary.
 
     Training options (``cfg`` or keyword overrides, e.g. ``device="cpu"``) are TrainConfig's."""
-    import numpy as np
-
     from gearsight.data.pack import PackedDataset
 
     cfg = training_config(cfg, overrides)
     ds = PackedDataset(data)
     train_idx, val_idx = training_indices(ds, cfg.train_splits)
     paste = background_inputs(ds, cfg, train_idx) if cfg.background_p > 0 else {}
-    subset = lambda idx: (np.ascontiguousarray(ds.images[idx]), ds.labels[idx])  # noqa: E731
-    return train_arrays(subset(train_idx), subset(val_idx), ds.classes, out, cfg, resume, progress,
+    return train_arrays(ds.take(train_idx), ds.take(val_idx), ds.classes, out, cfg, resume, progress,
                         resize=ds.meta["resize"], fill=ds.meta["fill"],
                         data_info={"path": str(data), "counts": ds.meta["counts"]}, paste=paste)
 
@@ -138,7 +135,7 @@ def training_indices(ds, train_splits: list[str]) -> tuple["np.ndarray", "np.nda
     if not train_splits or "test" in train_splits:
         raise ValueError(f"train_splits: {train_splits!r}; name train and/or val (the test split never trains)")
     train = np.sort(np.concatenate([ds.indices(name) for name in train_splits]))
-    val = ds.indices("val") if "val" in ds.meta["splits"] and "val" not in train_splits else np.array([], int)
+    val = np.array([], int) if "val" in train_splits else ds.indices("val")  # every pack has the three splits
     return train, val
 
 

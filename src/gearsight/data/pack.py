@@ -266,7 +266,10 @@ class PackedDataset:
 
     def subset(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """(images NHWC uint8 copied into RAM, labels) of one split."""
-        idx = self.indices(split)
+        return self.take(self.indices(split))
+
+    def take(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(images NHWC uint8 copied into RAM, labels) of the rows ``idx``, e.g. two splits' indices."""
         return np.ascontiguousarray(self.images[idx]), self.labels[idx]
 
     def paths(self, split: str) -> list[str]:
