@@ -79,7 +79,9 @@ def main() -> None:
         t_pack = time.perf_counter() - t0
         print(f"pack: {meta['counts']} in {t_pack:.0f} s", flush=True)
         summary = workflow.train_packed(out / "packed", out / "run", cfg, progress=False)
-        epochs = TrainConfig.load(out / "run" / "config.yaml").epochs
+        # an ensemble's members each fit their share of the budget: report each one's epochs ("12+13")
+        runs = sorted((out / "run").glob("member-*")) or [out / "run"]
+        epochs = "+".join(str(TrainConfig.load(run / "config.yaml").epochs) for run in runs)
         t1 = time.perf_counter()
         report = workflow.evaluate_packed(out / "run" / "model.safetensors", out / "packed", "test", out / "eval")
         t_eval = time.perf_counter() - t1
