@@ -52,13 +52,24 @@ def svm_baseline(packed32: str) -> tuple[float, float]:
     return acc, time.perf_counter() - start
 
 
-def train_and_test(packed: str, run: str, overrides: dict) -> tuple[float, float, list[float]]:
-    """Test accuracy and training seconds of the model, and the test accuracy of each ensemble member."""
+def wrong_test_photos(model: str, packed: str) -> list[int]:
+    """Indices (in the test split's order) of the test photos the model gets wrong: which photos
+    fail tells a seed's bad luck (they move) from what the recipe cannot see (they stay)."""
+    from gearsight.predict import Classifier
+
+    images, labels = PackedDataset(packed).subset("test")
+    probs = Classifier.load(model, device="cpu").predict_packed(images, tta=True)
+    return np.flatnonzero(probs.argmax(1) != labels).tolist()
+
+
+def train_and_test(packed: str, run: str, overrides: dict) -> tuple[float, float, list[float], list[int]]:
+    """Test accuracy and training seconds of the model, the test accuracy of each ensemble member,
+    and the test photos the model gets wrong."""
     summary = workflow.train_packed(packed, run, progress=False, **overrides)
     report = workflow.evaluate_packed(f"{run}/model.safetensors", packed, "test", f"{run}/eval")
     members = [workflow.evaluate_packed(m["model"], packed, "test", f"{m['model']}.eval")["accuracy"]
                for m in summary.get("members", [])]
-    return report["accuracy"], summary["train_seconds"], members
+    return report["accuracy"], summary["train_seconds"], members, wrong_test_photos(f"{run}/model.safetensors", packed)
 
 
 def main() -> None:
@@ -99,11 +110,12 @@ def main() -> None:
             cnn: dict[str, list[tuple[float, float]]] = {}
             singles: dict[str, list[float]] = {}
             for (amp, seed), future in futures.items():
-                acc, seconds, members = future.result()
+                acc, seconds, members, wrong = future.result()
                 cnn.setdefault(amp, []).append((acc, seconds))
                 singles.setdefault(amp, []).extend(members)
                 print(f"{amp} seed {seed}: test accuracy {acc:.2%}, training {seconds:.0f} s"
-                      + (f"; members alone {', '.join(f'{a:.2%}' for a in members)}" if members else ""), flush=True)
+                      + (f"; members alone {', '.join(f'{a:.2%}' for a in members)}" if members else "")
+                      + f"; wrong test photos {wrong}", flush=True)
     print()
     print(f"{'model':44s} {'test acc (median)':>17s} {'train s (median)':>16s}  all seeds")
     print(f"{'SVM (RBF, C=10) on 32-px thumbnails':44s} {svm_acc:17.2%} {svm_s:16.1f}")
