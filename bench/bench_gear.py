@@ -1,19 +1,22 @@
 """Gear accuracy: the CNN recipe (make demo's) vs classical ML (an SVM on 32-px thumbnails), one run.
 
 Both train on the train split of split.csv (the SVM also gets val, it has no use for early
-selection) and report accuracy on the 443-image test split. The CNN is trained with --seeds
+selection; the CNN too with --set 'train_splits=[train,val]' or a --config that says so) and report
+accuracy on the 443-image test split. The CNN is trained with --seeds
 different seeds, once per precision in --amp (fp32 and bf16 autocast; bf16 is emulated, slowly,
 on CPUs without AVX512-BF16/AMX, which changes its time, not its accuracy); medians are quoted.
 
     .venv/bin/python bench/bench_gear.py [--seeds 3] [--size 64] [--amp off,bf16] [--jobs 2 --threads 1]
                                          [--ensemble 3]
+    .venv/bin/python bench/bench_gear.py --seeds 3 --size 96 --amp off,bf16 --jobs 2 --threads 1 --config configs/gear-scratch-catalog.yaml
 
 --ensemble N: each "seed" is an ensemble of N members (seeds N*s .. N*s+N-1, disjoint between
 ensembles) in one model file (models/ensemble.py); every member is also tested on its own, so the
 same run gives the single-model figures for 3N seeds side by side.
 
-The CNN is GearNet with config.py's defaults on photos packed at --size px (64: the from-scratch
-recipe; 96 measured no better, docs/BENCHMARKS.md), translate scaled with the size (4 px at 64).
+The CNN is GearNet with config.py's defaults (or --config's settings) on photos packed at --size px
+(64: config.py's recipe; 96: gear-scratch-catalog.yaml's), translate scaled with the size (4 px at 64)
+unless the config sets it. Each run's wrong test photos are printed (indices in the test split).
 --jobs runs that many trainings side by side (each with --threads): on a shared 2-core machine two
 1-thread runs finish sooner than two 2-thread runs in a row, and the accuracy does not depend on it.
 """
@@ -26,14 +29,17 @@ import statistics
 from concurrent.futures import ProcessPoolExecutor
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from gearsight import workflow
+from gearsight.config import TrainConfig
 from bench_cifar import config_overrides, cpu_name
 from gearsight.data.datasets import resolve_dataset
 from gearsight.data.pack import PackedDataset
@@ -80,12 +86,19 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64, help="pack size in px (default 64, the from-scratch recipe)")
     ap.add_argument("--jobs", type=int, default=1, help="trainings run side by side")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per training (0 = all cores)")
-    ap.add_argument("--ensemble", type=int, default=1, help="members per model (seed ensemble; default 1)")
+    ap.add_argument("--ensemble", type=int, default=None,
+                    help="members per model (seed ensemble; default: the config's, else 1)")
+    ap.add_argument("--config", help="a TrainConfig YAML applied to every training before --set, "
+                                     "e.g. configs/gear-scratch-catalog.yaml")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a TrainConfig override for every training (YAML value), e.g. --set mixup=0.2 --set epochs=80")
     args = ap.parse_args()
-    extra = config_overrides(args.set)
-    translate = round(4 * args.size / 64)
+    extra = (yaml.safe_load(Path(args.config).read_text()) or {}) if args.config else {}
+    extra |= config_overrides(args.set)
+    TrainConfig().update(**extra)  # an unknown option fails here, not in the first training
+    # seeds are handed out per ensemble (disjoint members), so the member count is bench_gear's own
+    args.ensemble = args.ensemble or extra.pop("ensemble", 1)
+    translate = extra.pop("translate", round(4 * args.size / 64))
     gear = resolve_dataset("gear")
     from gearsight.train import cpu_has_fast_bf16
 

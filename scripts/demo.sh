@@ -2,6 +2,7 @@
 # The gear job end to end: find the photos, pack, train, evaluate on the catalog test photos and on
 # the outdoor benchmark (the same photos pasted on real scenes). Called by `make demo`.
 #   GEARSIGHT_DEMO=scratch make demo    # the from-scratch GearNet recipe at 64 px instead
+#   GEARSIGHT_DEMO=catalog make demo    # from scratch, catalog photos only, 96 px: the best test figure
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
 WORK=${GEARSIGHT_WORK:-work}
@@ -10,7 +11,8 @@ RECIPE=${GEARSIGHT_DEMO:-lite0}
 case "$RECIPE" in
   lite0)   SIZE=144; CONFIG=configs/gear-lite0.yaml ;;    # EfficientNet-Lite0 from ImageNet + background augmentation
   scratch) SIZE=64;  CONFIG=configs/gear-scratch.yaml ;;  # GearNet from scratch + background augmentation
-  *) echo "GEARSIGHT_DEMO must be lite0 or scratch, not '$RECIPE'" >&2; exit 2 ;;
+  catalog) SIZE=96;  CONFIG=configs/gear-scratch-catalog.yaml ;;  # GearNet from scratch, two seeds, no scenes
+  *) echo "GEARSIGHT_DEMO must be lite0, scratch or catalog, not '$RECIPE'" >&2; exit 2 ;;
 esac
 
 # ../shared/data/NAME when present (or $GEARSIGHT_DATA/NAME); otherwise download it once, verified.

@@ -38,6 +38,23 @@ def test_gear_notebook_trains_and_shows_test_and_per_class_accuracy(tmp_path):
     for name in ("axes", "boots", "tents", "pulleys"):
         assert f"| {name} |" in text
     assert (tmp_path / "runs" / "gear" / "model.safetensors").is_file()
+    # a fresh work folder has no outdoor benchmark: the notebook says how to build it
+    assert f"no outdoor benchmark at {tmp_path / 'outdoor64'}" in text
+
+
+def test_gear_notebook_evaluates_the_saved_model_at_its_own_input_size(tmp_path):
+    """After `make demo` the saved model is EfficientNet-Lite0 at 144 px, not the from-scratch 64 px
+    net: the notebook packs at the size the model file records (evaluate refuses a 64 px pack)."""
+    require_dataset("gear")
+    from gearsight import workflow
+    from gearsight.data.datasets import resolve_dataset
+
+    workflow.pack_source(resolve_dataset("gear") / "split.csv", tmp_path / "gear32", size=32, progress=False)
+    workflow.train_packed(tmp_path / "gear32", tmp_path / "runs" / "gear", progress=False, threads=0)
+    text = outputs_text(execute("gear.ipynb", tmp_path))
+    assert "loading the saved model" in text and "gearnet, 32 px" in text
+    assert "Test accuracy:" in text and "| pulleys |" in text
+    assert not (tmp_path / "gear64").exists()  # nothing packed at the from-scratch default
 
 
 def test_cifar10_notebook_trains_from_ctf_and_from_a_map_file(tmp_path):
