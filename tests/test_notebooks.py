@@ -171,6 +171,8 @@ def test_committed_gear_notebook_shows_test_accuracy_and_per_class_table():
     n = int(re.search(r"\((\d+) test images", text).group(1))
     assert sum(int(r[1]) for r in rows) == n
     assert sum(int(r[1]) * float(r[2]) for r in rows) / n == pytest.approx(accuracy, abs=0.1)
+    # the committed run is make demo's model: it shows the outdoor benchmark too
+    assert float(re.search(r"Outdoor accuracy: ([\d.]+)%", text).group(1)) >= 50
 
 
 def test_committed_coco_notebook_text_states_what_its_outputs_show():
