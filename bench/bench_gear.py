@@ -105,6 +105,7 @@ def main() -> None:
     print(f"torch {torch.__version__}; {cpu_name()}, {os.cpu_count()} cores, native bf16: "
           f"{'yes' if cpu_has_fast_bf16() else 'no (bf16 emulated)'}; {args.jobs} job(s) x "
           f"{args.threads or 'all'} thread(s); {args.size} px, translate {translate}"
+          + (f"; ensembles of {args.ensemble}" if args.ensemble > 1 else "")
           + (f"; overrides {extra}" if extra else ""))
     with tempfile.TemporaryDirectory() as tmp:
         workflow.pack_source(gear / "split.csv", f"{tmp}/g32", size=32, progress=False)
