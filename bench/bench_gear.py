@@ -58,16 +58,6 @@ def svm_baseline(packed32: str) -> tuple[float, float]:
     return acc, time.perf_counter() - start
 
 
-def wrong_test_photos(model: str, packed: str) -> list[int]:
-    """Indices (in the test split's order) of the test photos the model gets wrong: which photos
-    fail tells a seed's bad luck (they move) from what the recipe cannot see (they stay)."""
-    from gearsight.predict import Classifier
-
-    images, labels = PackedDataset(packed).subset("test")
-    probs = Classifier.load(model, device="cpu").predict_packed(images, tta=True)
-    return np.flatnonzero(probs.argmax(1) != labels).tolist()
-
-
 def train_and_test(packed: str, run: str, overrides: dict) -> tuple[float, float, list[float], list[int]]:
     """Test accuracy and training seconds of the model, the test accuracy of each ensemble member,
     and the test photos the model gets wrong."""
@@ -75,7 +65,7 @@ def train_and_test(packed: str, run: str, overrides: dict) -> tuple[float, float
     report = workflow.evaluate_packed(f"{run}/model.safetensors", packed, "test", f"{run}/eval")
     members = [workflow.evaluate_packed(m["model"], packed, "test", f"{m['model']}.eval")["accuracy"]
                for m in summary.get("members", [])]
-    return report["accuracy"], summary["train_seconds"], members, wrong_test_photos(f"{run}/model.safetensors", packed)
+    return report["accuracy"], summary["train_seconds"], members, report["wrong_indices"]
 
 
 def main() -> None:

@@ -62,6 +62,8 @@ def test_accuracy_confusion_and_top5(split):
     report = compute_report(y_true, y_pred, GEAR, probs)
     assert report["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
     assert report["n"] == len(y_true) and report["n_errors"] == int((y_true != y_pred).sum())
+    wrong = report["wrong_indices"]
+    assert len(wrong) == report["n_errors"] and all(y_true[i] != y_pred[i] for i in wrong)
     cm = np.array(report["confusion_matrix"])
     np.testing.assert_array_equal(cm, confusion_matrix(y_true, y_pred, labels=range(len(GEAR))))
     rows = cm.sum(axis=1)

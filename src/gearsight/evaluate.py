@@ -65,7 +65,8 @@ def compute_report(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str
                    probs: np.ndarray | None = None) -> dict:
     """Metrics of one split as a JSON-serialisable dict.
 
-    Keys: ``accuracy``, ``n``, ``n_errors``, ``classes``, ``confusion_matrix`` (list of lists, rows =
+    Keys: ``accuracy``, ``n``, ``n_errors``, ``wrong_indices`` (positions in the split of the wrong
+    predictions: which items fail, seed after seed), ``classes``, ``confusion_matrix`` (list of lists, rows =
     true class, columns = predicted), ``per_class`` (class name -> accuracy, precision, recall, f1,
     support; accuracy = correct / support, i.e. recall), ``macro_avg`` and ``weighted_avg``
     (precision, recall, f1, support), and with ``probs`` ``top5_accuracy`` (k capped at n_classes).
@@ -85,6 +86,7 @@ def compute_report(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "n": int(y_true.size),
         "n_errors": int((y_true != y_pred).sum()),
+        "wrong_indices": np.flatnonzero(y_true != y_pred).tolist(),
         "classes": list(classes),
         "confusion_matrix": cm.astype(int).tolist(),
         "per_class": per_class,
