@@ -87,7 +87,8 @@ def main() -> None:
     extra |= config_overrides(args.set)
     TrainConfig().update(**extra)  # an unknown option fails here, not in the first training
     # seeds are handed out per ensemble (disjoint members), so the member count is bench_gear's own
-    args.ensemble = args.ensemble or extra.pop("ensemble", 1)
+    config_ensemble = extra.pop("ensemble", 1)  # popped always: --ensemble must win over the config
+    args.ensemble = args.ensemble or config_ensemble
     translate = extra.pop("translate", round(4 * args.size / 64))
     gear = resolve_dataset("gear")
     from gearsight.train import cpu_has_fast_bf16
