@@ -11,7 +11,7 @@ RECIPE=${GEARSIGHT_DEMO:-lite0}
 case "$RECIPE" in
   lite0)   SIZE=144; CONFIG=configs/gear-lite0.yaml ;;    # EfficientNet-Lite0 from ImageNet + background augmentation
   scratch) SIZE=64;  CONFIG=configs/gear-scratch.yaml ;;  # GearNet from scratch + background augmentation
-  catalog) SIZE=96;  CONFIG=configs/gear-scratch-catalog.yaml ;;  # GearNet from scratch, two seeds, no scenes
+  catalog) SIZE=96;  CONFIG=configs/gear-scratch-catalog.yaml ;;  # GearNet from scratch, three seeds, no scenes
   *) echo "GEARSIGHT_DEMO must be lite0, scratch or catalog, not '$RECIPE'" >&2; exit 2 ;;
 esac
 
