@@ -22,6 +22,6 @@ def test_the_configs_folder_is_found():
     assert len(CONFIGS) >= 6, CONFIGS
 
 
-def test_the_catalog_recipe_is_a_two_seed_ensemble_trained_on_train_and_val():
+def test_the_catalog_recipe_is_a_three_seed_ensemble_trained_on_train_and_val():
     cfg = TrainConfig.load(REPO / "configs" / "gear-scratch-catalog.yaml")
-    assert (cfg.arch, cfg.ensemble, cfg.train_splits, cfg.translate) == ("gearnet", 2, ["train", "val"], 6)
+    assert (cfg.arch, cfg.ensemble, cfg.train_splits, cfg.translate) == ("gearnet", 3, ["train", "val"], 6)
