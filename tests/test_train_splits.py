@@ -64,3 +64,14 @@ def test_the_cli_trains_on_train_and_val_and_says_which_epoch_it_kept(tmp_path):
     assert "no val split: the last epoch (1) kept" in proc.stdout and "nan" not in proc.stdout
     epoch_rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] in (["0"], ["1"])]
     assert len(epoch_rows) == 2 and all(row[3:5] == ["-", "-"] for row in epoch_rows)  # val columns
+
+
+def test_an_ensemble_trained_on_train_and_val_says_so_not_nan(tmp_path):
+    from conftest import run_cli
+
+    pack = _pack(tmp_path / "pack")
+    proc = run_cli("train", pack, "--out", tmp_path / "run", "--train-splits", "train,val", "--epochs", "1",
+                   "--ensemble", "2", "--widths", "8,16,16", "--batch-size", "16", "--threads", "1",
+                   "--amp", "off", "--quiet")
+    assert "member 1: no val split: the last epoch (0) kept" in proc.stdout
+    assert "ensemble of 2: no val split;" in proc.stdout and "nan" not in proc.stdout

@@ -117,15 +117,22 @@ def run(args: argparse.Namespace) -> int:
     if not DistInfo.from_env().is_main:  # torchrun: rank 0 reports
         return 0
     for i, member in enumerate(summary.get("members", [])):
-        print(f"member {i}: best val accuracy {member['best_val_acc']:.4f} at epoch {member['best_epoch']}")
+        print(f"member {i}: {_kept(member)}")
     if "members" in summary:
-        print(f"ensemble of {len(summary['members'])}: val accuracy {summary['best_val_acc']:.4f}; trained in "
+        val = ("no val split" if math.isnan(summary["best_val_acc"])
+               else f"val accuracy {summary['best_val_acc']:.4f}")
+        print(f"ensemble of {len(summary['members'])}: {val}; trained in "
               f"{summary['train_seconds']:.1f} s; model: {summary['model']}")
         return 0
-    kept = (f"no val split: the last epoch ({summary['best_epoch']}) kept" if math.isnan(summary["best_val_acc"])
-            else f"best val accuracy {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}")
-    print(f"{kept}; trained in {summary['train_seconds']:.1f} s; model: {summary['model']}")
+    print(f"{_kept(summary)}; trained in {summary['train_seconds']:.1f} s; model: {summary['model']}")
     return 0
+
+
+def _kept(summary: dict) -> str:
+    """Which epoch's model was kept, and why: without a val split it is the last, and no accuracy says so."""
+    if math.isnan(summary["best_val_acc"]):
+        return f"no val split: the last epoch ({summary['best_epoch']}) kept"
+    return f"best val accuracy {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}"
 
 
 def _input_kind(data: str) -> str | None:
