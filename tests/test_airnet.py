@@ -1,8 +1,10 @@
 """AirNet (airbench94's network) and the training pieces the CIFAR recipe adds: whitening init,
-frozen parameters, lookahead, shift TTA, reflect padding, training without a val split."""
+frozen parameters, lookahead, shift TTA, reflect padding, training without a val split, and the
+Muon optimizer of airbench94_muon."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from gearsight.config import TrainConfig
@@ -151,3 +153,81 @@ def test_cutout_sets_one_square_per_image_to_the_mean_colour_and_leaves_runs_wit
     assert torch.equal(x1[~filled[:, None].expand_as(x1)], x0[~filled[:, None].expand_as(x0)])  # the rest untouched
     x2, _ = next(Batches.from_arrays(images, np.arange(32), **common).epoch(0))
     assert torch.equal(x0, x2)
+
+
+def test_orthogonalize_brings_every_singular_value_near_one():
+    from gearsight.optim import orthogonalize
+
+    g = torch.Generator().manual_seed(0)
+    for shape in [(64, 216), (256, 2304), (300, 40)]:  # wide, wider, tall
+        m = torch.randn(*shape, generator=g)
+        s = torch.linalg.svdvals(orthogonalize(m))
+        assert s.max() < 1.6 and s.min() > 0.3, (shape, s.min(), s.max())  # Muon's ~[0.5, 1.5]
+        u, _, vh = torch.linalg.svd(m, full_matrices=False)
+        assert torch.nn.functional.cosine_similarity(orthogonalize(m).flatten(), (u @ vh).flatten(), dim=0) > 0.9
+
+
+def test_muon_optimizer_groups_filters_alone_and_keeps_their_norm():
+    torch.manual_seed(0)
+    model = create_model("airnet", 10, widths=[8, 16, 16])
+    cfg = TrainConfig(optimizer="muon", lr=1.66, weight_decay=0.0024, bias_lr_scale=64.0, muon_lr=0.24,
+                      muon_momentum=0.6, momentum=0.85)
+    opt = make_optimizer(model, cfg)
+    muon, weights, norms = opt.param_groups
+    filters = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.requires_grad]
+    assert muon["muon"] and [id(p) for p in muon["params"]] == [id(p) for p in filters]
+    assert (muon["lr"], muon["momentum"], muon["weight_decay"]) == (0.24, 0.6, 0.0)
+    assert [p.ndim for p in weights["params"]] == [1, 2]  # the whitening bias and the head: SGD
+    assert norms["lr"] == 1.66 * 64
+    before = {id(p): p.detach().clone() for g in opt.param_groups for p in g["params"]}
+    model(smooth_images(16)).logsumexp(1).mean().backward()
+    opt.step()
+    for p in filters:  # norm sqrt(out channels) before the step, then one step of spectral norm ~lr
+        assert not torch.equal(p, before[id(p)])
+        step = (p.detach() - before[id(p)] * (len(p) ** 0.5 / before[id(p)].norm())).reshape(len(p), -1)
+        assert 0.24 * 0.5 < torch.linalg.matrix_norm(step, ord=2) < 0.24 * 1.6
+    head = model.head.weight  # SGD's own update, Nesterov with coupled decay: unchanged by Muon
+    sgd = torch.optim.SGD([before[id(head)].clone().requires_grad_()], lr=1.66, momentum=0.85, nesterov=True,
+                          weight_decay=0.0024)
+    sgd.param_groups[0]["params"][0].grad = head.grad.clone()
+    sgd.step()
+    assert torch.equal(head.detach(), sgd.param_groups[0]["params"][0].detach())
+    with pytest.raises(ValueError, match="optimizer='adam'"):
+        make_optimizer(model, TrainConfig(optimizer="adam"))
+
+
+def test_muon_recipe_trains(tmp_path):
+    cfg = TrainConfig.load("configs/cifar10-30min-muon.yaml")
+    cfg.update(widths=[8, 16, 16], epochs=3, minutes=0, batch_size=32, lr=cfg.lr * 32 / 2000, threads=1)
+    train = _two_class_images(256, 0)
+    empty = (train[0][:0], train[1][:0])
+    train_arrays(train, empty, ["dark", "square"], tmp_path / "run", cfg, progress=False, resize="crop", fill=0)
+    clf = Classifier.load(tmp_path / "run" / "model.safetensors")
+    test = _two_class_images(64, 1)
+    assert (clf.predict_packed(test[0]).argmax(1) == test[1]).mean() >= 0.9
+
+
+def test_muon_state_survives_a_checkpoint_round_trip(tmp_path):
+    from gearsight.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = TrainConfig(optimizer="muon", lr=1.66, weight_decay=0.0024, bias_lr_scale=64.0, momentum=0.85)
+    images = smooth_images(8)
+
+    def step(model, opt):
+        opt.zero_grad()
+        model(images).logsumexp(1).mean().backward()
+        opt.step()
+
+    torch.manual_seed(0)
+    model = create_model("airnet", 10, widths=[8, 16, 16])
+    opt = make_optimizer(model, cfg)
+    step(model, opt)
+    save_checkpoint(tmp_path / "last.pt", model, opt)
+    copy = create_model("airnet", 10, widths=[8, 16, 16])
+    copy_opt = make_optimizer(copy, cfg)
+    load_checkpoint(tmp_path / "last.pt", copy, copy_opt)
+    assert copy_opt.param_groups[0]["muon"]
+    step(model, opt)
+    step(copy, copy_opt)  # the same momentum buffers: the same next step
+    for a, b in zip(model.state_dict().values(), copy.state_dict().values()):
+        assert torch.equal(a, b)

@@ -29,6 +29,9 @@ class TrainConfig:
     batch_size: int = 64  # images per step; small batches = more steps on a 1.5k-image set
     lr: float = 0.2  # peak SGD learning rate (one-cycle), per 64 images... see note in train.py
     momentum: float = 0.9  # Nesterov
+    optimizer: str = "sgd"  # "sgd", or "muon": conv filters by Muon (optim.MuonSGD), everything else by SGD
+    muon_lr: float = 0.24  # Muon's step: spectral norm of each filter update, per peak step (airbench94_muon)
+    muon_momentum: float = 0.6  # Nesterov, for the Muon group
     weight_decay: float = 5e-4  # L2, not applied to BN and bias parameters
     warmup: float = 0.2  # fraction of all steps spent ramping the lr up (one-cycle pct_start)
     lr_start: float = 0.1  # lr at step 0, as a fraction of the peak (linear ramp to the peak)...
