@@ -176,3 +176,16 @@ def test_eight_byte_integer_path_agrees_with_the_digit_loop(tmp_path):
     assert fast[:-1] == slow[:-1] and fast[-1]["line_by_line"] == 0
     fast, slow = both(tmp_path, good + b"|a 1 2 3\x00 |b |e |\xc3\xa9# 1 2\n", {"on_error": "skip"})
     assert fast[:-1] == slow[:-1] and fast[1] and fast[-1]["line_by_line"] == 1
+
+
+@pytest.mark.parametrize("vectorized", [True, False])
+def test_a_line_rejected_for_an_id_past_int64_names_no_sequence(tmp_path, vectorized):
+    """Found by the property test above: the rejected line's id used to open a sequence, and the
+    lines after it then crashed the batch (OverflowError) instead of forming their own sequence."""
+    path = tmp_path / "big-id.ctf"
+    path.write_bytes(b"10000000000000000000 |a 9 9 9\n|a 0 0 0\n|a 1 1 1\n")
+    reader = CTFReader(path, {"a": StreamSpec(3)}, vectorized=vectorized, on_error="skip")
+    (batch,) = reader.minibatches(8)
+    assert "sequence id '10000000000000000000' is too large" in str(reader.skipped[0])
+    assert batch.sequence_ids.tolist() == [1] and batch.lengths["a"].tolist() == [2]
+    assert batch["a"].tolist() == [[0, 0, 0], [1, 1, 1]]

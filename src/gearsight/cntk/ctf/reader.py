@@ -335,7 +335,8 @@ class CTFReader:
         digits = line[: len(line) - len(line.lstrip(b"0123456789"))]
         if digits and (self._open is None or int(digits) != self._open.seq_id):
             self._close_sequence(done)
-            self._open = Sequence(int(digits), line_no, line_no)
+            if int(digits) < 2 ** 63:  # past int64 (the line's own error) it names nothing: the lines
+                self._open = Sequence(int(digits), line_no, line_no)  # after it open their own sequence
 
     def _close_sequence(self, done: list[Sequence]) -> list[Sequence]:
         if self._open is not None and self._open.n_lines:
