@@ -167,12 +167,14 @@ def test_orthogonalize_brings_every_singular_value_near_one():
         assert torch.nn.functional.cosine_similarity(orthogonalize(m).flatten(), (u @ vh).flatten(), dim=0) > 0.9
 
 
+MUON = TrainConfig(optimizer="muon", lr=1.66, weight_decay=0.0024, bias_lr_scale=64.0, muon_lr=0.24,
+                   muon_momentum=0.6, momentum=0.85)  # configs/cifar10-30min-muon.yaml's optimizer
+
+
 def test_muon_optimizer_groups_filters_alone_and_keeps_their_norm():
     torch.manual_seed(0)
     model = create_model("airnet", 10, widths=[8, 16, 16])
-    cfg = TrainConfig(optimizer="muon", lr=1.66, weight_decay=0.0024, bias_lr_scale=64.0, muon_lr=0.24,
-                      muon_momentum=0.6, momentum=0.85)
-    opt = make_optimizer(model, cfg)
+    opt = make_optimizer(model, MUON)
     muon, weights, norms = opt.param_groups
     filters = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.requires_grad]
     assert muon["muon"] and [id(p) for p in muon["params"]] == [id(p) for p in filters]
@@ -210,7 +212,6 @@ def test_muon_recipe_trains(tmp_path):
 def test_muon_state_survives_a_checkpoint_round_trip(tmp_path):
     from gearsight.checkpoint import load_checkpoint, save_checkpoint
 
-    cfg = TrainConfig(optimizer="muon", lr=1.66, weight_decay=0.0024, bias_lr_scale=64.0, momentum=0.85)
     images = smooth_images(8)
 
     def step(model, opt):
@@ -220,11 +221,11 @@ def test_muon_state_survives_a_checkpoint_round_trip(tmp_path):
 
     torch.manual_seed(0)
     model = create_model("airnet", 10, widths=[8, 16, 16])
-    opt = make_optimizer(model, cfg)
+    opt = make_optimizer(model, MUON)
     step(model, opt)
     save_checkpoint(tmp_path / "last.pt", model, opt)
     copy = create_model("airnet", 10, widths=[8, 16, 16])
-    copy_opt = make_optimizer(copy, cfg)
+    copy_opt = make_optimizer(copy, MUON)
     load_checkpoint(tmp_path / "last.pt", copy, copy_opt)
     assert copy_opt.param_groups[0]["muon"]
     step(model, opt)

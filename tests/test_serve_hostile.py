@@ -390,9 +390,9 @@ def test_sigterm_finishes_in_flight_requests_and_stalled_ones_do_not_hold_shutdo
         # The heavy-body process polls for its parent every second, once its spawn start-up (imports,
         # niced) is done: seconds on a busy 2-core machine (a full `make test` once needed over 2.5).
         deadline = time.time() + 20
-        while [p for p in children if Path(f"/proc/{p}").exists()] and time.time() < deadline:
+        while (alive := [p for p in children if Path(f"/proc/{p}").exists()]) and time.time() < deadline:
             time.sleep(0.1)
-        assert not [p for p in children if Path(f"/proc/{p}").exists()], "a child outlived the server by 20 s"
+        assert not alive, "a child outlived the server by 20 s"
         stalled.close()
         inflight.close()
 

@@ -92,13 +92,18 @@ class TrainConfig:
     drop_rate: float = 0.0  # dropout before the classifier (timm's drop_rate); timm: models
     drop_path_rate: float = 0.0  # stochastic depth (timm's drop_path_rate); timm: models
 
+    def __post_init__(self) -> None:
+        self.update(**{f.name: getattr(self, f.name) for f in fields(self)})
+
     def update(self, **overrides: Any) -> "TrainConfig":
-        names = {f.name for f in fields(self)}
+        types = {f.name: f.type for f in fields(self)}
         for key, value in overrides.items():
             if value is None:
                 continue
-            if key not in names:
+            if key not in types:
                 raise ValueError(f"unknown training option {key!r}")
+            if types[key] == "float" and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)  # YAML's `warmup: 0` is an int, which torch's schedulers refuse
             setattr(self, key, value)
         return self
 

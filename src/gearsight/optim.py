@@ -139,7 +139,7 @@ class MuonSGD(torch.optim.SGD):
     @torch.no_grad()
     def step(self, closure=None):
         every = self.param_groups
-        self.param_groups = [g for g in every if not g.get("muon")]
+        self.param_groups = [g for g in every if not g.get("muon")]  # SGD.step walks self.param_groups
         try:
             loss = super().step(closure)
         finally:

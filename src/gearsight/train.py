@@ -40,7 +40,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_ste
     re-plan), at the step it has reached; the peaks are the ones the first schedule recorded."""
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=[g.get("max_lr", g["lr"]) for g in optimizer.param_groups], total_steps=total_steps,
-        pct_start=float(cfg.warmup), anneal_strategy="linear", div_factor=1.0 / cfg.lr_start,
+        pct_start=cfg.warmup, anneal_strategy="linear", div_factor=1.0 / cfg.lr_start,
         final_div_factor=cfg.lr_start / cfg.lr_end, cycle_momentum=False)
     with warnings.catch_warnings():  # fast-forwarding is not the "step() before optimizer.step()" mistake
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")

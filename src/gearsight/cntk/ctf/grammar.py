@@ -83,6 +83,7 @@ _SPARSE_RE = re.compile(rb"[ \t]*+(?:" + _PAIR + rb"(?:[ \t]++" + _PAIR + rb")*+
 _NUM_RE = re.compile(_NUM)
 _PAIR_RE = re.compile(_PAIR)
 _ID_RE = re.compile(rb"\d+")
+MAX_SEQUENCE_ID = 2 ** 63 - 1  # ids are int64 in a batch
 _NAME_RE = re.compile(rb"[^ \t]*")
 _SEP_RE = re.compile(rb"[ \t]+")
 _WS = b" \t"
@@ -143,7 +144,7 @@ def split_samples(line: bytes) -> tuple[int | None, list[tuple[bytes, bytes]]]:
         line = line[:-1]
     m = _ID_RE.match(line)
     seq_id = int(m.group()) if m else None
-    if seq_id is not None and seq_id >= 2 ** 63:
+    if seq_id is not None and seq_id > MAX_SEQUENCE_ID:
         raise LineError(f"sequence id {_show(m.group())} is too large (at most 2**63 - 1)")
     rest = line[m.end():] if m else line
     pieces = rest.split(b"|")

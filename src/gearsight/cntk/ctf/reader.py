@@ -23,8 +23,8 @@ import numpy as np
 
 from .batch import CTFBatch, from_sequences
 from .fast import LineTable, Scratch, as_readonly, scan_chunk
-from .grammar import (BoundStream, CTFError, CTFIssue, LineError, LineParser, Sequence, StreamSpec,
-                          parse_dense, parse_sparse, split_samples)
+from .grammar import (MAX_SEQUENCE_ID, BoundStream, CTFError, CTFIssue, LineError, LineParser, Sequence,
+                          StreamSpec, parse_dense, parse_sparse, split_samples)
 from .scan import count_lines
 
 log = logging.getLogger("gearsight.cntk.ctf")
@@ -335,7 +335,7 @@ class CTFReader:
         digits = line[: len(line) - len(line.lstrip(b"0123456789"))]
         if digits and (self._open is None or int(digits) != self._open.seq_id):
             self._close_sequence(done)
-            if int(digits) < 2 ** 63:  # past int64 (the line's own error) it names nothing: the lines
+            if int(digits) <= MAX_SEQUENCE_ID:  # past int64 (the line's own error) it names nothing: the lines
                 self._open = Sequence(int(digits), line_no, line_no)  # after it open their own sequence
 
     def _close_sequence(self, done: list[Sequence]) -> list[Sequence]:
